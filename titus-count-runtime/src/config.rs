@@ -1,0 +1,470 @@
+//! Configuration: environment variables, overridden by a builder.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::InitError;
+
+/// Environment variable naming the Redis server.
+pub const ENV_REDIS_URL: &str = "TITUS_COUNT_REDIS_URL";
+/// Environment variable naming the namespace (the `NS` in `titus:{NS}:totals`).
+pub const ENV_NAMESPACE: &str = "TITUS_COUNT_NAMESPACE";
+/// Environment variable setting the flush interval.
+pub const ENV_INTERVAL: &str = "TITUS_COUNT_INTERVAL";
+/// Environment variable setting how long a final flush may wait for Redis.
+pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
+
+/// Redis URL used when none is configured.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Namespace used when none is configured.
+pub const DEFAULT_NAMESPACE: &str = "titus";
+/// Flush interval used when none is configured.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long dropping the guard, `flush()` and the exit hook wait for Redis by
+/// default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connect timeout and per-command read and write timeout, by default.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the per-minute history buckets are kept, by default.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A value and where it came from, for error messages.
+#[derive(Clone)]
+struct Setting<T> {
+    value: T,
+    source: &'static str,
+}
+
+/// How titus-count reaches Redis and how often it flushes.
+///
+/// [`Config::from_env`] reads the `TITUS_COUNT_*` environment variables; the
+/// builder methods override them. Nothing is validated until
+/// [`init`](Config::init) (or a read), which reports every malformed setting
+/// as an [`InitError`].
+///
+/// | setting | environment | default |
+/// | --- | --- | --- |
+/// | [`redis_url`](Config::redis_url) | `TITUS_COUNT_REDIS_URL` | `redis://127.0.0.1:6379` |
+/// | [`namespace`](Config::namespace) | `TITUS_COUNT_NAMESPACE` | `titus` |
+/// | [`interval`](Config::interval) | `TITUS_COUNT_INTERVAL` | `2s` |
+/// | [`shutdown_timeout`](Config::shutdown_timeout) | `TITUS_COUNT_SHUTDOWN_TIMEOUT` | `10s` |
+/// | [`io_timeout`](Config::io_timeout) | | `2s` |
+/// | [`history_retention`](Config::history_retention) | | `24h` |
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let _guard = titus_count_runtime::Config::from_env()
+///     .namespace("checkout")
+///     .interval(Duration::from_secs(1))
+///     .init()
+///     .expect("valid titus-count configuration");
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    redis_url: Setting<String>,
+    namespace: Setting<String>,
+    interval: Setting<String>,
+    shutdown_timeout: Setting<String>,
+    io_timeout: Duration,
+    history_retention: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &redact_url(&self.redis_url.value))
+            .field("namespace", &self.namespace.value)
+            .field("interval", &self.interval.value)
+            .field("shutdown_timeout", &self.shutdown_timeout.value)
+            .field("io_timeout", &self.io_timeout)
+            .field("history_retention", &self.history_retention)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    /// The defaults, ignoring the environment.
+    fn default() -> Self {
+        Config {
+            redis_url: Setting {
+                value: DEFAULT_REDIS_URL.to_owned(),
+                source: "redis_url",
+            },
+            namespace: Setting {
+                value: DEFAULT_NAMESPACE.to_owned(),
+                source: "namespace",
+            },
+            interval: Setting {
+                value: "2s".to_owned(),
+                source: "interval",
+            },
+            shutdown_timeout: Setting {
+                value: "10s".to_owned(),
+                source: "shutdown_timeout",
+            },
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            history_retention: DEFAULT_HISTORY_RETENTION,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone)]
+pub(crate) struct Resolved {
+    pub(crate) redis_url: String,
+    pub(crate) namespace: String,
+    pub(crate) interval: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+    pub(crate) history_retention: Duration,
+}
+
+impl Config {
+    /// The defaults overridden by whichever `TITUS_COUNT_*` environment
+    /// variables are set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // With no TITUS_COUNT_* variables set, this is the default configuration.
+    /// let config = titus_count_runtime::Config::from_env();
+    /// # let _ = config;
+    /// ```
+    pub fn from_env() -> Self {
+        let mut config = Config::default();
+        let read = |name: &'static str, setting: &mut Setting<String>| {
+            if let Ok(value) = std::env::var(name) {
+                *setting = Setting {
+                    value,
+                    source: name,
+                };
+            }
+        };
+        read(ENV_REDIS_URL, &mut config.redis_url);
+        read(ENV_NAMESPACE, &mut config.namespace);
+        read(ENV_INTERVAL, &mut config.interval);
+        read(ENV_SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout);
+        config
+    }
+
+    /// The Redis server to flush to, such as `redis://:password@host:6379/0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default().redis_url("redis://10.0.0.5:6379");
+    /// # let _ = config;
+    /// ```
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Setting {
+            value: url.into(),
+            source: "redis_url",
+        };
+        self
+    }
+
+    /// The namespace: totals go to the hash `titus:{NAMESPACE}:totals`.
+    /// Processes that should add into the same totals use the same namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default().namespace("orders");
+    /// # let _ = config;
+    /// ```
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Setting {
+            value: namespace.into(),
+            source: "namespace",
+        };
+        self
+    }
+
+    /// How often the flusher sends the counts to Redis. A hard crash loses at
+    /// most the counts since the last acknowledged flush, so this is the knob
+    /// that bounds it. Must be at least one millisecond.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = titus_count_runtime::Config::default().interval(Duration::from_millis(500));
+    /// # let _ = config;
+    /// ```
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Setting {
+            value: format_duration(interval),
+            source: "interval",
+        };
+        self
+    }
+
+    /// How long dropping the [`FlushGuard`](crate::FlushGuard), [`flush`](crate::flush)
+    /// and the exit hook wait for Redis to acknowledge the last counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = titus_count_runtime::Config::default().shutdown_timeout(Duration::from_secs(3));
+    /// # let _ = config;
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Setting {
+            value: format_duration(timeout),
+            source: "shutdown_timeout",
+        };
+        self
+    }
+
+    /// Connect timeout, and read and write timeout of every Redis command.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = titus_count_runtime::Config::default().io_timeout(Duration::from_secs(1));
+    /// # let _ = config;
+    /// ```
+    pub fn io_timeout(mut self, timeout: Duration) -> Self {
+        self.io_timeout = timeout;
+        self
+    }
+
+    /// How long the per-minute history hashes are kept in Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = titus_count_runtime::Config::default()
+    ///     .history_retention(Duration::from_secs(7 * 24 * 3600));
+    /// # let _ = config;
+    /// ```
+    pub fn history_retention(mut self, retention: Duration) -> Self {
+        self.history_retention = retention;
+        self
+    }
+
+    /// Validates every setting.
+    pub(crate) fn resolve(&self) -> Result<Resolved, InitError> {
+        let redis_url = self.redis_url.value.trim().to_owned();
+        validate_url(&redis_url, self.redis_url.source)?;
+        let namespace = self.namespace.value.clone();
+        if namespace.is_empty()
+            || namespace
+                .chars()
+                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+        {
+            return Err(InitError::InvalidNamespace {
+                setting: self.namespace.source,
+                namespace,
+            });
+        }
+        let interval = parse_setting(&self.interval)?;
+        let shutdown_timeout = parse_setting(&self.shutdown_timeout)?;
+        let check = |d: Duration, setting: &'static str| {
+            if d.is_zero() {
+                Err(InitError::InvalidDuration {
+                    setting,
+                    value: format_duration(d),
+                    reason: "must be greater than zero",
+                })
+            } else {
+                Ok(d)
+            }
+        };
+        Ok(Resolved {
+            redis_url,
+            namespace,
+            interval,
+            shutdown_timeout,
+            io_timeout: check(self.io_timeout, "io_timeout")?,
+            history_retention: check(self.history_retention, "history_retention")?
+                .max(Duration::from_secs(60)),
+        })
+    }
+}
+
+fn parse_setting(setting: &Setting<String>) -> Result<Duration, InitError> {
+    let d = parse_duration(&setting.value).map_err(|reason| InitError::InvalidDuration {
+        setting: setting.source,
+        value: setting.value.clone(),
+        reason,
+    })?;
+    if d < Duration::from_millis(1) {
+        return Err(InitError::InvalidDuration {
+            setting: setting.source,
+            value: setting.value.clone(),
+            reason: "must be at least 1ms",
+        });
+    }
+    Ok(d)
+}
+
+fn validate_url(url: &str, setting: &'static str) -> Result<(), InitError> {
+    let error = |reason: &str| InitError::InvalidRedisUrl {
+        setting,
+        url: redact_url(url),
+        reason: reason.to_owned(),
+    };
+    if url.contains(',') {
+        return Err(error(
+            "several URLs (Redis Cluster) are not supported by this build",
+        ));
+    }
+    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+        return Err(error("TLS (`rediss://`) is not supported by this build"));
+    }
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(_) => Ok(()),
+        // The parser's message can echo the URL; describe the error by kind.
+        Err(e) => Err(error(&format!("not a valid Redis URL ({:?})", e.kind()))),
+    }
+}
+
+/// Parses a humane duration: a number and a unit (`ms`, `s`, `m`, `h`), such
+/// as `500ms`, `5s`, `1.5s`, `1m` or `1h`.
+///
+/// # Errors
+///
+/// A short reason when the text is not of that form.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use titus_count_runtime::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(parse_duration("5").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or("missing unit")?;
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err("missing number");
+    }
+    let number: f64 = number.parse().map_err(|_| "malformed number")?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err("unknown unit"),
+    };
+    let secs = number * scale;
+    if !secs.is_finite() || secs > 365.0 * 24.0 * 3600.0 {
+        return Err("too large");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn format_duration(d: Duration) -> String {
+    format!("{}ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The URL with any password replaced by `***`, safe to log or show.
+///
+/// # Examples
+///
+/// ```
+/// use titus_count_runtime::redact_url;
+///
+/// assert_eq!(redact_url("redis://user:s3cret@host:6379/0"), "redis://user:***@host:6379/0");
+/// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        // Not a URL; it may still hold a secret, so show only its shape.
+        return "<unparsable>".to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut out = url[..scheme_end].to_owned();
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let tail = &rest[authority_end..];
+    // A password can also be passed as a `pass=` query parameter.
+    match tail.find("pass=") {
+        Some(_) => out.push_str(&tail[..tail.find('?').unwrap_or(tail.len())]),
+        None => out.push_str(tail),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Err("missing unit"));
+        assert_eq!(parse_duration("s"), Err("missing number"));
+        assert_eq!(parse_duration("5 parsecs"), Err("unknown unit"));
+        assert_eq!(parse_duration("1.2.3s"), Err("malformed number"));
+        assert_eq!(parse_duration("99999999h"), Err("too large"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://u:p@ss@h"), "redis://u:***@h");
+        assert_eq!(redact_url("redis://h/0?pass=pw"), "redis://h/0");
+        assert_eq!(redact_url("pw-without-scheme"), "<unparsable>");
+    }
+
+    #[test]
+    fn malformed_settings_are_errors() {
+        let bad_url = Config::default().redis_url("redis://:hunter2@[::1");
+        let err = bad_url.resolve().err().expect("an error").to_string();
+        assert!(err.contains("redis_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let err = Config::default()
+            .namespace("a{b}")
+            .resolve()
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(err.contains("namespace"), "{err}");
+
+        let err = Config::default()
+            .interval(Duration::ZERO)
+            .resolve()
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let config = Config::default().redis_url("redis://u:hunter2@h");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

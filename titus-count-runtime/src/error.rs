@@ -1,0 +1,171 @@
+//! Errors returned by `init`, `flush` and the read side.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why [`Config::init`](crate::Config::init) refused to start the flusher.
+///
+/// An unreachable Redis is not an error: the flusher keeps the counts and
+/// retries. These are mistakes in the configuration itself.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InitError {
+    /// The Redis URL could not be parsed. The URL shown has its password
+    /// replaced by `***`.
+    InvalidRedisUrl {
+        /// The setting the URL came from (`TITUS_COUNT_REDIS_URL` or `redis_url`).
+        setting: &'static str,
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The namespace is empty or holds characters that would break the key
+    /// layout (`{`, `}`, whitespace, control characters).
+    InvalidNamespace {
+        /// The setting the namespace came from.
+        setting: &'static str,
+        /// The namespace as given.
+        namespace: String,
+    },
+    /// A duration setting could not be parsed or is out of range.
+    InvalidDuration {
+        /// The setting, such as `TITUS_COUNT_INTERVAL`.
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `init` was already called in this process; there is one flusher per
+    /// process.
+    AlreadyInitialized,
+    /// The flusher thread could not be started.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitError::InvalidRedisUrl {
+                setting,
+                url,
+                reason,
+            } => write!(
+                f,
+                "invalid {setting} `{url}`: {reason} (expected a URL such as `redis://127.0.0.1:6379`)"
+            ),
+            InitError::InvalidNamespace { setting, namespace } => write!(
+                f,
+                "invalid {setting} `{namespace}`: a namespace must be non-empty and must not \
+                 contain `{{`, `}}`, whitespace or control characters"
+            ),
+            InitError::InvalidDuration {
+                setting,
+                value,
+                reason,
+            } => write!(
+                f,
+                "invalid {setting} `{value}`: {reason} (expected a number and a unit, such as \
+                 `500ms`, `5s`, `1m` or `1h`)"
+            ),
+            InitError::AlreadyInitialized => {
+                f.write_str("titus-count is already initialised in this process")
+            }
+            InitError::Spawn(e) => write!(f, "cannot start the titus-count flusher thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InitError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`flush`](crate::flush) returned before Redis acknowledged every count.
+///
+/// The counts are not lost: the flusher keeps them and goes on retrying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// `init` has not been called, so there is no flusher to deliver counts.
+    NotInitialized,
+    /// Redis did not acknowledge within the timeout. `last_error` is the most
+    /// recent failure the flusher saw, if any.
+    Timeout {
+        /// How long the call waited.
+        waited: Duration,
+        /// The flusher's last error, if a delivery attempt failed.
+        last_error: Option<String>,
+    },
+}
+
+impl fmt::Display for FlushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlushError::NotInitialized => {
+                f.write_str("titus-count is not initialised: call titus_count::init() first")
+            }
+            FlushError::Timeout { waited, last_error } => {
+                write!(
+                    f,
+                    "Redis did not acknowledge the counts within {waited:?}; they are kept and retried"
+                )?;
+                if let Some(e) = last_error {
+                    write!(f, " (last error: {e})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FlushError {}
+
+/// Why reading the totals from Redis failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The configuration is invalid.
+    Config(InitError),
+    /// Redis could not be reached or answered with an error.
+    Redis(String),
+    /// A value in the totals hash is not a non-negative integer.
+    Malformed {
+        /// The stage whose value is malformed.
+        stage: String,
+        /// The value found.
+        value: String,
+    },
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Config(e) => e.fmt(f),
+            ReadError::Redis(e) => write!(f, "cannot read the totals from Redis: {e}"),
+            ReadError::Malformed { stage, value } => {
+                write!(f, "stage `{stage}` holds `{value}`, which is not a count")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InitError> for ReadError {
+    fn from(e: InitError) -> Self {
+        ReadError::Config(e)
+    }
+}

@@ -1,0 +1,590 @@
+//! The flusher thread: collects every thread's deltas each interval and
+//! delivers them to Redis as one idempotent batch.
+//!
+//! At most one batch is in flight. If sending it fails in any way it stays
+//! "in doubt" and is resent unchanged (same instance, same sequence number)
+//! until Redis acknowledges it; deltas collected meanwhile wait in the
+//! registry for the next batch. Memory is therefore bounded by the number of
+//! stages, however long Redis is away.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use once_cell::sync::OnceCell;
+
+use crate::cells::registry;
+use crate::config::{Config, Resolved, redact_url};
+use crate::error::{FlushError, InitError};
+use crate::redis::{Applied, Batch, Writer, describe};
+
+/// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between two delivery attempts while Redis is failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The running flusher of this process.
+struct Handle {
+    tx: Sender<Request>,
+    config: Resolved,
+    instance: String,
+}
+
+static FLUSHER: OnceCell<Handle> = OnceCell::new();
+
+/// Keeps the last counts from being lost: dropping it flushes everything
+/// counted so far and waits, up to the shutdown timeout, for Redis to
+/// acknowledge it.
+///
+/// The flusher itself keeps running after the guard is dropped, and an exit
+/// hook flushes once more when the process returns from `main` or calls
+/// `std::process::exit`. Holding the guard in `main` makes the final flush
+/// explicit and lets it happen before other teardown.
+///
+/// # Examples
+///
+/// ```no_run
+/// fn main() {
+///     let _guard = titus_count_runtime::init();
+///     // ... run the pipeline ...
+/// } // the guard is dropped here: every count reaches Redis before exit
+/// ```
+#[must_use = "dropping the FlushGuard flushes at once; hold it in `main` (`let _guard = titus_count::init();`) so the final flush happens at the end"]
+#[derive(Debug)]
+pub struct FlushGuard {
+    _private: (),
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let Some(handle) = FLUSHER.get() else { return };
+        if let Err(e) = handle.request(handle.config.shutdown_timeout, false) {
+            log::warn!("titus-count: final flush at guard drop incomplete: {e}");
+        }
+    }
+}
+
+/// A caller waiting for its counts to be acknowledged.
+struct Request {
+    timeout: Duration,
+    deadline: Instant,
+    /// At process exit: report undelivered counts at error level on timeout.
+    at_exit: bool,
+    reply: Sender<Result<(), FlushError>>,
+}
+
+struct Waiter {
+    /// Satisfied once the batch with this sequence number is acknowledged.
+    need_seq: u64,
+    request: Request,
+}
+
+impl Handle {
+    /// Asks the flusher to deliver everything counted so far and waits for
+    /// the acknowledgement, or until `timeout`.
+    fn request(&self, timeout: Duration, at_exit: bool) -> Result<(), FlushError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let deadline = Instant::now() + timeout;
+        let request = Request {
+            timeout,
+            deadline,
+            at_exit,
+            reply,
+        };
+        if self.tx.send(request).is_err() {
+            return Err(FlushError::NotInitialized);
+        }
+        // The flusher answers by the deadline; the margin covers a Redis
+        // command already under way when the deadline passes.
+        match answer.recv_deadline(deadline + 2 * self.config.io_timeout + Duration::from_secs(1)) {
+            Ok(result) => result,
+            Err(_) => Err(FlushError::Timeout {
+                waited: timeout,
+                last_error: None,
+            }),
+        }
+    }
+}
+
+/// Starts the flusher with the configuration from the environment.
+///
+/// Counting works without it; `init` only starts the thread that sends the
+/// counts to Redis. An unreachable Redis is not an error: the counts are kept
+/// and the flusher retries.
+///
+/// # Panics
+///
+/// If a `TITUS_COUNT_*` environment variable is malformed, or if the flusher
+/// is already running. Use [`Config::init`] to get these as errors.
+///
+/// # Examples
+///
+/// ```no_run
+/// let _guard = titus_count_runtime::init();
+/// ```
+pub fn init() -> FlushGuard {
+    match Config::from_env().init() {
+        Ok(guard) => guard,
+        Err(e) => panic!("titus-count: {e}"),
+    }
+}
+
+impl Config {
+    /// Validates the configuration and starts the flusher thread.
+    ///
+    /// # Errors
+    ///
+    /// An [`InitError`] for a malformed setting, or if `init` already ran in
+    /// this process (there is one flusher per process).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use titus_count_runtime::{Config, InitError};
+    ///
+    /// match Config::from_env().namespace("orders").init() {
+    ///     Ok(guard) => drop(guard),
+    ///     Err(InitError::AlreadyInitialized) => {}
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// ```
+    pub fn init(&self) -> Result<FlushGuard, InitError> {
+        let config = self.resolve()?;
+        let mut fresh = false;
+        FLUSHER.get_or_try_init(|| {
+            let instance = new_instance_id();
+            let writer =
+                Writer::new(&config, instance.clone()).map_err(|e| InitError::InvalidRedisUrl {
+                    setting: "redis_url",
+                    url: redact_url(&config.redis_url),
+                    reason: describe(&e, &config.redis_url),
+                })?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let flusher = Flusher::new(&config, writer, instance.clone(), rx);
+            std::thread::Builder::new()
+                .name("titus-count-flusher".to_owned())
+                .spawn(move || flusher.run())
+                .map_err(InitError::Spawn)?;
+            register_exit_hook();
+            log::info!(
+                "titus-count: flushing to {} namespace `{}` every {:?} as instance {instance}",
+                redact_url(&config.redis_url),
+                config.namespace,
+                config.interval,
+            );
+            fresh = true;
+            Ok::<_, InitError>(Handle {
+                tx,
+                config: config.clone(),
+                instance,
+            })
+        })?;
+        if !fresh {
+            return Err(InitError::AlreadyInitialized);
+        }
+        Ok(FlushGuard { _private: () })
+    }
+}
+
+/// Delivers everything counted before the call and returns once Redis has
+/// acknowledged it, or with an error after the shutdown timeout.
+///
+/// # Errors
+///
+/// [`FlushError::NotInitialized`] before [`init`]; [`FlushError::Timeout`] if
+/// Redis did not acknowledge in time (the counts are kept and retried).
+///
+/// # Examples
+///
+/// ```no_run
+/// let _guard = titus_count_runtime::init();
+/// titus_count_runtime::count!("jobs.done");
+/// titus_count_runtime::flush().expect("Redis acknowledged the counts");
+/// ```
+pub fn flush() -> Result<(), FlushError> {
+    let handle = FLUSHER.get().ok_or(FlushError::NotInitialized)?;
+    handle.request(handle.config.shutdown_timeout, false)
+}
+
+/// Like [`flush`], waiting at most `timeout`.
+///
+/// # Errors
+///
+/// As [`flush`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let _guard = titus_count_runtime::init();
+/// if titus_count_runtime::flush_timeout(Duration::from_millis(100)).is_err() {
+///     // Redis is slow or away; the counts are kept and retried.
+/// }
+/// ```
+pub fn flush_timeout(timeout: Duration) -> Result<(), FlushError> {
+    let handle = FLUSHER.get().ok_or(FlushError::NotInitialized)?;
+    handle.request(timeout, false)
+}
+
+/// The unique id of this process's flusher in Redis (the `INSTANCE` in the
+/// sequence-mark key), or `None` before [`init`].
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(titus_count_runtime::instance_id(), None);
+/// ```
+pub fn instance_id() -> Option<&'static str> {
+    FLUSHER.get().map(|h| h.instance.as_str())
+}
+
+fn register_exit_hook() {
+    unsafe extern "C" {
+        fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn at_exit() {
+        if let Some(handle) = FLUSHER.get() {
+            // Errors were logged by the flusher, with the undelivered counts.
+            let _ =
+                std::panic::catch_unwind(|| handle.request(handle.config.shutdown_timeout, true));
+        }
+    }
+    // SAFETY: `atexit` is the C library's, and `at_exit` is a plain function
+    // that does not unwind (panics are caught) and stays valid for the
+    // whole life of the process.
+    let rc = unsafe { atexit(at_exit) };
+    if rc != 0 {
+        log::warn!("titus-count: cannot register the exit hook; keep the FlushGuard in main");
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random 64-bit number from the standard library's per-process hash keys.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// A process-unique id: no two processes, including restarts of the same
+/// program, share one, so their sequence marks never collide.
+fn new_instance_id() -> String {
+    format!(
+        "{:016x}{:08x}",
+        random_u64() ^ random_u64().rotate_left(17),
+        std::process::id()
+    )
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+struct Flusher {
+    rx: Receiver<Request>,
+    writer: Writer,
+    url: String,
+    interval: Duration,
+    host: String,
+    started_ms: u64,
+    /// Sequence number of the last batch cut.
+    seq: u64,
+    /// Sequence number of the last batch Redis acknowledged.
+    acked: u64,
+    in_doubt: Option<Batch>,
+    waiters: Vec<Waiter>,
+    failures: u32,
+    retry_at: Instant,
+    last_error: Option<String>,
+}
+
+impl Flusher {
+    fn new(config: &Resolved, writer: Writer, _instance: String, rx: Receiver<Request>) -> Self {
+        Flusher {
+            rx,
+            writer,
+            url: config.redis_url.clone(),
+            interval: config.interval,
+            host: host_name(),
+            started_ms: now_ms(),
+            seq: 0,
+            acked: 0,
+            in_doubt: None,
+            waiters: Vec::new(),
+            failures: 0,
+            retry_at: Instant::now(),
+            last_error: None,
+        }
+    }
+
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.interval;
+        loop {
+            // While a batch is in doubt, the back-off decides the next try.
+            let mut wake = if self.in_doubt.is_some() {
+                self.retry_at
+            } else {
+                next_tick
+            };
+            if let Some(deadline) = self.waiters.iter().map(|w| w.request.deadline).min() {
+                wake = wake.min(deadline);
+            }
+            let mut urgent = false;
+            match self.rx.recv_deadline(wake) {
+                Ok(request) => {
+                    self.accept(request);
+                    urgent = true;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(request) = self.rx.try_recv() {
+                self.accept(request);
+            }
+            let now = Instant::now();
+            let tick = now >= next_tick;
+            if tick {
+                next_tick = now + self.interval;
+            }
+            let retry_due = self.in_doubt.is_some() && now >= self.retry_at;
+            let waiting = !self.waiters.is_empty() && now >= self.retry_at;
+            if urgent || retry_due || waiting || (tick && self.in_doubt.is_none()) {
+                self.deliver();
+            } else if tick {
+                // In back-off: still collect, so finished threads' records
+                // are recycled and local totals stay fresh.
+                registry().collect();
+            }
+            self.expire_waiters();
+        }
+    }
+
+    /// Registers a flush request: it is satisfied once the batch holding
+    /// everything collected now is acknowledged.
+    fn accept(&mut self, request: Request) {
+        let mut reg = registry();
+        reg.collect();
+        let has_pending = reg.has_pending();
+        drop(reg);
+        let need_seq = match (&self.in_doubt, has_pending) {
+            (Some(b), true) => b.seq + 1,
+            (Some(b), false) => b.seq,
+            (None, true) => self.seq + 1,
+            (None, false) => self.acked,
+        };
+        if need_seq <= self.acked {
+            let _ = request.reply.send(Ok(()));
+        } else {
+            self.waiters.push(Waiter { need_seq, request });
+        }
+    }
+
+    /// Sends the batch in doubt, or cuts a new one; keeps going while a
+    /// waiter needs a later batch.
+    fn deliver(&mut self) {
+        loop {
+            if self.in_doubt.is_none() {
+                let deltas = {
+                    let mut reg = registry();
+                    reg.collect();
+                    reg.take_pending()
+                };
+                if deltas.is_empty() {
+                    break;
+                }
+                self.seq += 1;
+                self.in_doubt = Some(Batch {
+                    seq: self.seq,
+                    cut_ms: now_ms(),
+                    deltas,
+                });
+            }
+            let batch = self.in_doubt.as_ref().expect("a batch is in doubt");
+            let record = self.instance_record(batch.seq);
+            match self.writer.apply(batch, &record) {
+                Ok(applied) => {
+                    if applied == Applied::Before {
+                        log::debug!(
+                            "titus-count: batch {} had already been applied; not applied again",
+                            batch.seq
+                        );
+                    }
+                    if self.failures > 0 {
+                        log::info!(
+                            "titus-count: Redis is back after {} failed attempts",
+                            self.failures
+                        );
+                    }
+                    self.acked = batch.seq;
+                    self.in_doubt = None;
+                    self.failures = 0;
+                    self.last_error = None;
+                    self.answer_waiters();
+                    if !self.waiters.iter().any(|w| w.need_seq > self.acked) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let text = describe(&e, &self.url);
+                    self.failures += 1;
+                    let backoff = backoff(self.failures);
+                    self.retry_at = Instant::now() + backoff;
+                    if self.failures == 1 || self.failures.is_power_of_two() {
+                        log::warn!(
+                            "titus-count: cannot deliver batch {} to {} ({} failures in a row, next try in {:?}): {text}; counts are kept",
+                            batch.seq,
+                            redact_url(&self.url),
+                            self.failures,
+                            backoff,
+                        );
+                    }
+                    self.last_error = Some(text);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn instance_record(&self, seq: u64) -> String {
+        let pending = registry().has_pending();
+        format!(
+            "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
+            json_string(&self.host),
+            std::process::id(),
+            self.started_ms,
+            now_ms(),
+            self.interval.as_millis(),
+            seq,
+            pending,
+        )
+    }
+
+    fn answer_waiters(&mut self) {
+        let acked = self.acked;
+        self.waiters.retain(|w| {
+            if w.need_seq <= acked {
+                let _ = w.request.reply.send(Ok(()));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn expire_waiters(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let last_error = &self.last_error;
+        self.waiters.retain(|w| {
+            if w.request.deadline <= now {
+                expired.push(w.request.at_exit);
+                let _ = w.request.reply.send(Err(FlushError::Timeout {
+                    waited: w.request.timeout,
+                    last_error: last_error.clone(),
+                }));
+                false
+            } else {
+                true
+            }
+        });
+        if expired.iter().any(|&at_exit| at_exit) {
+            self.report_undelivered();
+        }
+    }
+
+    /// At exit with Redis still away: write what was not delivered to the log,
+    /// so an operator can add it by hand.
+    fn report_undelivered(&self) {
+        let pending = {
+            let mut reg = registry();
+            reg.collect();
+            reg.take_pending()
+        };
+        if let Some(batch) = &self.in_doubt {
+            log::error!(
+                "titus-count: at exit, batch {} of instance {} is in doubt (it was applied if `titus:{{NS}}:seq:{}` is at least {}); its counts:",
+                batch.seq,
+                instance_id().unwrap_or("?"),
+                instance_id().unwrap_or("?"),
+                batch.seq,
+            );
+            for (stage, delta) in &batch.deltas {
+                log::error!("titus-count: in doubt: stage `{stage}`: {delta}");
+            }
+        }
+        for (stage, delta) in pending {
+            log::error!("titus-count: not delivered: stage `{stage}`: {delta}");
+        }
+        if let Some(e) = &self.last_error {
+            log::error!("titus-count: last Redis error: {e}");
+        }
+    }
+}
+
+/// Exponential back-off with jitter: a random delay in the upper half of
+/// `MIN_BACKOFF * 2^(failures-1)`, capped at `MAX_BACKOFF`.
+fn backoff(failures: u32) -> Duration {
+    let exp = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let ceiling = exp.min(MAX_BACKOFF);
+    let half = ceiling / 2;
+    let jitter = (random_u64() % (half.as_millis() as u64 + 1)) as u32;
+    half + Duration::from_millis(u64::from(jitter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for failures in 1..40 {
+            let d = backoff(failures);
+            assert!(d <= MAX_BACKOFF, "{failures}: {d:?}");
+            assert!(d >= MIN_BACKOFF / 2, "{failures}: {d:?}");
+        }
+        assert!(backoff(20) >= MAX_BACKOFF / 2);
+    }
+
+    #[test]
+    fn instance_ids_are_unique() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| new_instance_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+    }
+}

@@ -1,0 +1,69 @@
+//! Runtime of [titus-count](https://docs.rs/titus-count): per-thread counter
+//! cells, the flusher thread, the Redis writer, configuration and the read
+//! side.
+//!
+//! Applications use the `titus-count` crate, which re-exports what they need
+//! from here together with the `#[counted]` attribute.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! let _guard = titus_count_runtime::init();
+//! titus_count_runtime::count!("messages.in");
+//! assert_eq!(titus_count_runtime::local_totals()["messages.in"], 1);
+//! ```
+
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
+mod cells;
+mod config;
+mod error;
+mod flusher;
+mod read;
+mod redis;
+mod site;
+
+pub use config::{
+    Config, DEFAULT_HISTORY_RETENTION, DEFAULT_INTERVAL, DEFAULT_IO_TIMEOUT, DEFAULT_NAMESPACE,
+    DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_TIMEOUT, ENV_INTERVAL, ENV_NAMESPACE, ENV_REDIS_URL,
+    ENV_SHUTDOWN_TIMEOUT, parse_duration, redact_url,
+};
+pub use error::{FlushError, InitError, ReadError};
+pub use flusher::{FlushGuard, flush, flush_timeout, init, instance_id};
+pub use read::read_totals;
+pub use site::local_totals;
+
+/// Support for macro expansions. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::site::{Count, Site, Slot, add};
+    pub use std::thread_local;
+
+    /// Applies one batch directly, bypassing the flusher: lets tests prove
+    /// that a resent batch is not applied twice.
+    pub fn apply_batch(
+        redis_url: &str,
+        namespace: &str,
+        instance: &str,
+        seq: u64,
+        deltas: &[(&'static str, u64)],
+    ) -> Result<bool, String> {
+        let config = crate::Config::default()
+            .redis_url(redis_url)
+            .namespace(namespace)
+            .resolve()
+            .map_err(|e| e.to_string())?;
+        let mut writer =
+            crate::redis::Writer::new(&config, instance.to_owned()).map_err(|e| e.to_string())?;
+        let batch = crate::redis::Batch {
+            seq,
+            cut_ms: 0,
+            deltas: deltas.to_vec(),
+        };
+        writer
+            .apply(&batch, "{}")
+            .map(|applied| applied == crate::redis::Applied::Now)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,240 @@
+//! The Redis side: key layout, the batch script and the connection.
+//!
+//! A batch is applied by one Lua script in one round trip. The script skips a
+//! batch whose sequence number that instance has already applied, so a batch
+//! whose reply was lost can be resent unchanged without being counted twice.
+
+use std::time::Duration;
+
+use crate::config::{Resolved, redact_url};
+
+/// How long an instance's sequence mark outlives its last applied batch.
+/// A batch left in doubt for longer than this could be applied twice.
+pub(crate) const SEQ_MARK_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The keys of one namespace. All share the hash tag `{NS}`, so one batch
+/// touches a single Redis Cluster slot.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Keys {
+            prefix: format!("titus:{{{namespace}}}"),
+        }
+    }
+
+    /// Hash: stage -> all-time count.
+    pub(crate) fn totals(&self) -> String {
+        format!("{}:totals", self.prefix)
+    }
+
+    /// Hash: stage -> count in batches cut during that minute.
+    pub(crate) fn minute(&self, epoch_minute: u64) -> String {
+        format!("{}:minute:{epoch_minute}", self.prefix)
+    }
+
+    /// Hash: instance id -> JSON record of the instance.
+    pub(crate) fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
+    /// String: last sequence number applied for the instance.
+    pub(crate) fn seq(&self, instance: &str) -> String {
+        format!("{}:seq:{instance}", self.prefix)
+    }
+}
+
+/// Applies one batch. KEYS: totals, seq mark, minute bucket, instances.
+/// ARGV: seq, seq mark TTL (s), minute TTL (s), instance id, instance record,
+/// then stage and delta pairs. Returns 1 if applied, 0 if already applied.
+///
+/// Every check comes before the first write, so an error leaves nothing half
+/// applied (Redis does not roll a script back).
+pub(crate) const BATCH_SCRIPT: &str = r#"
+local seq = tonumber(ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last ~= nil and seq <= last then
+  return 0
+end
+for _, key in ipairs({KEYS[1], KEYS[3]}) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'hash' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE titus-count key ' .. key .. ' holds a ' .. t .. ', not a hash')
+  end
+end
+for i = 6, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"#;
+
+/// One batch of deltas, sent unchanged until Redis acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub(crate) seq: u64,
+    /// When the batch was cut, in milliseconds since the Unix epoch; decides
+    /// its minute bucket, so a resent batch lands in the same minute.
+    pub(crate) cut_ms: u64,
+    pub(crate) deltas: Vec<(&'static str, u64)>,
+}
+
+/// What Redis did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// The deltas were added.
+    Now,
+    /// The batch had been applied before (its reply was lost).
+    Before,
+}
+
+/// A connection to one Redis server, reopened after any failure.
+pub(crate) struct Writer {
+    client: redis::Client,
+    con: Option<redis::Connection>,
+    keys: Keys,
+    instance: String,
+    sha: String,
+    io_timeout: Duration,
+    history_retention: Duration,
+}
+
+impl Writer {
+    pub(crate) fn new(config: &Resolved, instance: String) -> redis::RedisResult<Self> {
+        Ok(Writer {
+            client: redis::Client::open(config.redis_url.as_str())?,
+            con: None,
+            keys: Keys::new(&config.namespace),
+            instance,
+            sha: redis::Script::new(BATCH_SCRIPT).get_hash().to_owned(),
+            io_timeout: config.io_timeout,
+            history_retention: config.history_retention,
+        })
+    }
+
+    fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
+        if self.con.is_none() {
+            self.con = Some(connect(&self.client, self.io_timeout)?);
+        }
+        Ok(self.con.as_mut().expect("connected above"))
+    }
+
+    /// Sends `batch` in one round trip (two if the server does not have the
+    /// script cached). Any I/O failure drops the connection; the caller keeps
+    /// the batch and resends it unchanged.
+    pub(crate) fn apply(
+        &mut self,
+        batch: &Batch,
+        record: &str,
+    ) -> Result<Applied, redis::RedisError> {
+        let keys = [
+            self.keys.totals(),
+            self.keys.seq(&self.instance),
+            self.keys.minute(batch.cut_ms / 60_000),
+            self.keys.instances(),
+        ];
+        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * batch.deltas.len());
+        args.push(batch.seq.to_string());
+        args.push(SEQ_MARK_TTL.as_secs().to_string());
+        args.push(self.history_retention.as_secs().max(60).to_string());
+        args.push(self.instance.clone());
+        args.push(record.to_owned());
+        for (stage, delta) in &batch.deltas {
+            args.push((*stage).to_owned());
+            args.push(delta.to_string());
+        }
+        let result = self.eval(&keys, &args);
+        if let Err(e) = &result {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                self.con = None;
+            }
+        }
+        match result? {
+            0 => Ok(Applied::Before),
+            _ => Ok(Applied::Now),
+        }
+    }
+
+    fn eval(&mut self, keys: &[String; 4], args: &[String]) -> redis::RedisResult<i64> {
+        let sha = self.sha.clone();
+        let con = self.connection()?;
+        let reply = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args)
+            .query(con);
+        match reply {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // The script cache was flushed or this is a new server: send
+                // the script itself, which also caches it again.
+                redis::cmd("EVAL")
+                    .arg(BATCH_SCRIPT)
+                    .arg(keys.len())
+                    .arg(keys)
+                    .arg(args)
+                    .query(con)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Opens a connection with a connect timeout and with read and write
+/// timeouts set on the connection itself (the client does not keep them).
+pub(crate) fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    Ok(con)
+}
+
+/// A Redis error as text safe to log: never includes the password.
+pub(crate) fn describe(e: &redis::RedisError, url: &str) -> String {
+    let text = e.to_string();
+    // Errors do not echo credentials today; make sure they never leak if a
+    // future version does.
+    let redacted = redact_url(url);
+    if let Some(pass) = password_of(url) {
+        if !pass.is_empty() {
+            return text.replace(pass, "***").replace(url, &redacted);
+        }
+    }
+    text
+}
+
+fn password_of(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(&userinfo[userinfo.find(':')? + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let keys = Keys::new("orders");
+        assert_eq!(keys.totals(), "titus:{orders}:totals");
+        assert_eq!(keys.minute(29_000_000), "titus:{orders}:minute:29000000");
+        assert_eq!(keys.instances(), "titus:{orders}:instances");
+        assert_eq!(keys.seq("abc"), "titus:{orders}:seq:abc");
+    }
+
+    #[test]
+    fn password_is_found_for_redaction() {
+        assert_eq!(password_of("redis://u:pw@h:1/0"), Some("pw"));
+        assert_eq!(password_of("redis://h:1"), None);
+    }
+}

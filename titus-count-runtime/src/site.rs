@@ -1,0 +1,286 @@
+//! Counting sites and the hot path.
+//!
+//! Each `#[counted]` function and each `count!` invocation expands to one
+//! `static` [`Site`] (the stage name) and one `const`-initialised thread-local
+//! [`Slot`]: a pointer to this thread's cell for that site, null until the
+//! thread first counts there. A counted call is then one thread-local load,
+//! a null test, and a plain add to memory only this thread writes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::thread::LocalKey;
+
+use crate::cells::{Registry, ThreadRecord, registry};
+
+const UNASSIGNED: u32 = u32::MAX;
+
+/// A place in the code that counts: a stage name and its lazily assigned
+/// stage id. Created by the `#[counted]` and `count!` expansions as a `static`.
+#[derive(Debug)]
+pub struct Site {
+    name: &'static str,
+    id: AtomicU32,
+    /// Counts made after the counting thread began to exit, when it no longer
+    /// has cells. Rare, so a shared atomic is fine here.
+    orphaned: AtomicU64,
+}
+
+/// Checks a stage name at compile time: non-empty, no control characters.
+const fn check_stage(name: &str) {
+    let bytes = name.as_bytes();
+    assert!(
+        !bytes.is_empty(),
+        "a titus-count stage name must not be empty"
+    );
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(
+            bytes[i] >= 0x20 && bytes[i] != 0x7f,
+            "a titus-count stage name must not contain control characters"
+        );
+        i += 1;
+    }
+}
+
+impl Site {
+    /// A site counting under `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is empty or contains a control character; in a `static`
+    /// initialiser this is a compile-time error.
+    pub const fn new(name: &'static str) -> Self {
+        check_stage(name);
+        Site {
+            name,
+            id: AtomicU32::new(UNASSIGNED),
+            orphaned: AtomicU64::new(0),
+        }
+    }
+
+    /// The stage this site counts under.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn stage_id_locked(&'static self, reg: &mut Registry) -> u32 {
+        let id = self.id.load(Ordering::Relaxed);
+        if id != UNASSIGNED {
+            return id;
+        }
+        let id = reg.stage_id(self.name);
+        self.id.store(id, Ordering::Relaxed);
+        id
+    }
+
+    pub(crate) fn take_orphaned(&self) -> u64 {
+        self.orphaned.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// This thread's cell for one site; empty until the thread first counts there.
+#[derive(Debug)]
+pub struct Slot(Cell<Option<&'static AtomicU64>>);
+
+impl Slot {
+    /// An empty slot, for a `const` thread-local initialiser.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Slot(Cell::new(None))
+    }
+}
+
+/// Adds `n` to this thread's count for `site`.
+///
+/// Once the thread has counted at this site this is a thread-local load, a
+/// test and an add to memory no other thread writes: no lock, no allocation,
+/// no atomic read-modify-write.
+#[inline(always)]
+pub fn add(site: &'static Site, slot: &'static LocalKey<Slot>, n: u64) {
+    slot.with(|s| match s.0.get() {
+        // Only this thread writes the cell, so a relaxed load and store is an
+        // exact increment; the collector only reads it.
+        Some(cell) => cell.store(
+            cell.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        ),
+        None => first_count(site, slot, n),
+    })
+}
+
+/// The thread's tie to its record. Its destructor runs when the thread exits:
+/// it empties the thread's slots (so a late count takes the cold path instead
+/// of writing a recycled cell) and marks the record finished.
+struct ThreadCounter {
+    record: &'static ThreadRecord,
+    slots: Vec<&'static LocalKey<Slot>>,
+}
+
+impl Drop for ThreadCounter {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            // Slots are const-initialised without a destructor, so they stay
+            // accessible for the whole life of the thread.
+            let _ = slot.try_with(|s| s.0.set(None));
+        }
+        self.record.finish();
+    }
+}
+
+thread_local! {
+    static THREAD: RefCell<Option<ThreadCounter>> = const { RefCell::new(None) };
+}
+
+/// The cold path: this thread's first count at `site`.
+#[cold]
+#[inline(never)]
+fn first_count(site: &'static Site, slot: &'static LocalKey<Slot>, n: u64) {
+    let mut reg = registry();
+    let stage = site.stage_id_locked(&mut reg);
+    let registered = THREAD.try_with(|thread| {
+        let mut thread = thread.borrow_mut();
+        let counter = thread.get_or_insert_with(|| ThreadCounter {
+            record: reg.acquire_record(),
+            slots: Vec::new(),
+        });
+        let cell = counter.record.push(stage, n);
+        slot.with(|s| s.0.set(Some(cell.value())));
+        counter.slots.push(slot);
+    });
+    if registered.is_err() {
+        // The thread is exiting and its cells are gone: keep the count on the
+        // site, where the collector picks it up.
+        site.orphaned.fetch_add(n, Ordering::Relaxed);
+        reg.add_orphan_site(site);
+    }
+}
+
+/// What this process has counted so far, per stage, whether flushed or not.
+///
+/// Works with or without [`init`](crate::init); includes the counts of threads
+/// that have exited.
+///
+/// # Examples
+///
+/// ```
+/// titus_count_runtime::count!("docs.local_totals", 3);
+/// let totals = titus_count_runtime::local_totals();
+/// assert_eq!(totals["docs.local_totals"], 3);
+/// ```
+pub fn local_totals() -> BTreeMap<&'static str, u64> {
+    let mut reg = registry();
+    reg.collect();
+    reg.totals().into_iter().collect()
+}
+
+/// Counts `n` (default 1) under a stage, through the same static-site,
+/// thread-local hot path as `#[counted]`.
+///
+/// The stage must be a string literal; an empty name or one with control
+/// characters is a compile-time error.
+///
+/// # Examples
+///
+/// ```
+/// use titus_count_runtime::count;
+///
+/// fn handle(batch: &[u8]) {
+///     count!("bytes.in", batch.len());
+///     count!("batches.in");
+/// }
+/// handle(b"hello");
+/// ```
+#[macro_export]
+macro_rules! count {
+    ($stage:literal) => {
+        $crate::count!($stage, 1u64)
+    };
+    ($stage:literal, $n:literal $(,)?) => {
+        // An unsuffixed literal becomes a `u64` rather than an `i32`; a
+        // negative one does not compile.
+        $crate::count!(@add $stage, {
+            #[allow(clippy::unnecessary_cast)]
+            let n = $n as u64;
+            n
+        })
+    };
+    ($stage:literal, $n:expr $(,)?) => {
+        $crate::count!(@add $stage, $crate::__private::Count::count($n))
+    };
+    (@add $stage:literal, $n:expr) => {{
+        static __TITUS_COUNT_SITE: $crate::__private::Site = $crate::__private::Site::new($stage);
+        $crate::__private::thread_local! {
+            static __TITUS_COUNT_SLOT: $crate::__private::Slot =
+                const { $crate::__private::Slot::new() };
+        }
+        $crate::__private::add(&__TITUS_COUNT_SITE, &__TITUS_COUNT_SLOT, $n);
+    }};
+}
+
+/// Amounts that can be counted: the unsigned integers.
+pub trait Count {
+    /// The amount as a `u64`.
+    fn count(self) -> u64;
+}
+
+macro_rules! impl_count {
+    ($($t:ty),*) => {$(
+        impl Count for $t {
+            #[inline(always)]
+            fn count(self) -> u64 {
+                self as u64
+            }
+        }
+    )*};
+}
+impl_count!(u8, u16, u32, u64, usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_on_many_threads_are_exact() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..10_000 {
+                        crate::count!("unit.site.many");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(local_totals()["unit.site.many"], 40_000);
+    }
+
+    #[test]
+    fn two_sites_share_a_stage() {
+        crate::count!("unit.site.shared", 2u32);
+        crate::count!("unit.site.shared", 5usize);
+        assert_eq!(local_totals()["unit.site.shared"], 7);
+    }
+
+    #[test]
+    fn finished_records_are_recycled() {
+        // Many short threads one after another reuse a bounded set of records.
+        for _ in 0..200 {
+            std::thread::spawn(|| crate::count!("unit.site.churn"))
+                .join()
+                .unwrap();
+        }
+        assert_eq!(local_totals()["unit.site.churn"], 200);
+        let records = registry().record_count();
+        for _ in 0..200 {
+            std::thread::spawn(|| crate::count!("unit.site.churn"))
+                .join()
+                .unwrap();
+        }
+        assert_eq!(local_totals()["unit.site.churn"], 400);
+        // Other tests in this binary run threads concurrently, so allow a few.
+        assert!(registry().record_count() <= records + 8);
+    }
+}
