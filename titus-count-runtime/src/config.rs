@@ -122,6 +122,19 @@ pub(crate) struct Resolved {
     pub(crate) history_retention: Duration,
 }
 
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolved")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("namespace", &self.namespace)
+            .field("interval", &self.interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("history_retention", &self.history_retention)
+            .finish()
+    }
+}
+
 impl Config {
     /// The defaults overridden by whichever `TITUS_COUNT_*` environment
     /// variables are set.
@@ -441,23 +454,21 @@ mod tests {
     #[test]
     fn malformed_settings_are_errors() {
         let bad_url = Config::default().redis_url("redis://:hunter2@[::1");
-        let err = bad_url.resolve().err().expect("an error").to_string();
+        let err = bad_url.resolve().expect_err("an error").to_string();
         assert!(err.contains("redis_url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
 
         let err = Config::default()
             .namespace("a{b}")
             .resolve()
-            .err()
-            .expect("an error")
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("namespace"), "{err}");
 
         let err = Config::default()
             .interval(Duration::ZERO)
             .resolve()
-            .err()
-            .expect("an error")
+            .expect_err("an error")
             .to_string();
         assert!(err.contains("interval"), "{err}");
     }

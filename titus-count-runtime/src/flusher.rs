@@ -45,10 +45,9 @@ static FLUSHER: OnceCell<Handle> = OnceCell::new();
 /// # Examples
 ///
 /// ```no_run
-/// fn main() {
-///     let _guard = titus_count_runtime::init();
-///     // ... run the pipeline ...
-/// } // the guard is dropped here: every count reaches Redis before exit
+/// let _guard = titus_count_runtime::init();
+/// // ... run the pipeline ...
+/// drop(_guard); // or let it go out of scope at the end of `main`
 /// ```
 #[must_use = "dropping the FlushGuard flushes at once; hold it in `main` (`let _guard = titus_count::init();`) so the final flush happens at the end"]
 #[derive(Debug)]
@@ -324,6 +323,9 @@ struct Flusher {
     /// Sequence number of the last batch Redis acknowledged.
     acked: u64,
     in_doubt: Option<Batch>,
+    /// Whether the batch in doubt may have reached Redis.
+    maybe_applied: bool,
+    namespace: String,
     waiters: Vec<Waiter>,
     failures: u32,
     retry_at: Instant,
@@ -342,6 +344,8 @@ impl Flusher {
             seq: 0,
             acked: 0,
             in_doubt: None,
+            maybe_applied: false,
+            namespace: config.namespace.clone(),
             waiters: Vec::new(),
             failures: 0,
             retry_at: Instant::now(),
@@ -449,6 +453,7 @@ impl Flusher {
                     }
                     self.acked = batch.seq;
                     self.in_doubt = None;
+                    self.maybe_applied = false;
                     self.failures = 0;
                     self.last_error = None;
                     self.answer_waiters();
@@ -457,7 +462,8 @@ impl Flusher {
                     }
                 }
                 Err(e) => {
-                    let text = describe(&e, &self.url);
+                    self.maybe_applied |= e.maybe_applied;
+                    let text = describe(&e.error, &self.url);
                     self.failures += 1;
                     let backoff = backoff(self.failures);
                     self.retry_at = Instant::now() + backoff;
@@ -532,17 +538,25 @@ impl Flusher {
             reg.collect();
             reg.take_pending()
         };
-        if let Some(batch) = &self.in_doubt {
-            log::error!(
-                "titus-count: at exit, batch {} of instance {} is in doubt (it was applied if `titus:{{NS}}:seq:{}` is at least {}); its counts:",
-                batch.seq,
-                instance_id().unwrap_or("?"),
-                instance_id().unwrap_or("?"),
-                batch.seq,
-            );
-            for (stage, delta) in &batch.deltas {
-                log::error!("titus-count: in doubt: stage `{stage}`: {delta}");
+        let instance = instance_id().unwrap_or("?");
+        match &self.in_doubt {
+            Some(batch) if self.maybe_applied => {
+                log::error!(
+                    "titus-count: at exit, batch {} of instance {instance} is in doubt: it was applied if `titus:{{{}}}:seq:{instance}` is at least {}; its counts:",
+                    batch.seq,
+                    self.namespace,
+                    batch.seq,
+                );
+                for (stage, delta) in &batch.deltas {
+                    log::error!("titus-count: in doubt: stage `{stage}`: {delta}");
+                }
             }
+            Some(batch) => {
+                for (stage, delta) in &batch.deltas {
+                    log::error!("titus-count: not delivered: stage `{stage}`: {delta}");
+                }
+            }
+            None => {}
         }
         for (stage, delta) in pending {
             log::error!("titus-count: not delivered: stage `{stage}`: {delta}");

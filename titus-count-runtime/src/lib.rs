@@ -64,6 +64,6 @@ pub mod __private {
         writer
             .apply(&batch, "{}")
             .map(|applied| applied == crate::redis::Applied::Now)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.error.to_string())
     }
 }

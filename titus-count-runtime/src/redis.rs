@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Resolved, redact_url};
+use crate::config::Resolved;
 
 /// How long an instance's sequence mark outlives its last applied batch.
 /// A batch left in doubt for longer than this could be applied twice.
@@ -94,6 +94,14 @@ pub(crate) enum Applied {
     Before,
 }
 
+/// A failed send.
+#[derive(Debug)]
+pub(crate) struct SendError {
+    pub(crate) error: redis::RedisError,
+    /// False if the batch certainly never reached Redis (no connection).
+    pub(crate) maybe_applied: bool,
+}
+
 /// A connection to one Redis server, reopened after any failure.
 pub(crate) struct Writer {
     client: redis::Client,
@@ -128,11 +136,7 @@ impl Writer {
     /// Sends `batch` in one round trip (two if the server does not have the
     /// script cached). Any I/O failure drops the connection; the caller keeps
     /// the batch and resends it unchanged.
-    pub(crate) fn apply(
-        &mut self,
-        batch: &Batch,
-        record: &str,
-    ) -> Result<Applied, redis::RedisError> {
+    pub(crate) fn apply(&mut self, batch: &Batch, record: &str) -> Result<Applied, SendError> {
         let keys = [
             self.keys.totals(),
             self.keys.seq(&self.instance),
@@ -149,15 +153,24 @@ impl Writer {
             args.push((*stage).to_owned());
             args.push(delta.to_string());
         }
-        let result = self.eval(&keys, &args);
-        if let Err(e) = &result {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                self.con = None;
-            }
+        if let Err(error) = self.connection() {
+            return Err(SendError {
+                error,
+                maybe_applied: false,
+            });
         }
-        match result? {
-            0 => Ok(Applied::Before),
-            _ => Ok(Applied::Now),
+        match self.eval(&keys, &args) {
+            Ok(0) => Ok(Applied::Before),
+            Ok(_) => Ok(Applied::Now),
+            Err(error) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.con = None;
+                }
+                Err(SendError {
+                    error,
+                    maybe_applied: true,
+                })
+            }
         }
     }
 
@@ -203,13 +216,10 @@ pub(crate) fn describe(e: &redis::RedisError, url: &str) -> String {
     let text = e.to_string();
     // Errors do not echo credentials today; make sure they never leak if a
     // future version does.
-    let redacted = redact_url(url);
-    if let Some(pass) = password_of(url) {
-        if !pass.is_empty() {
-            return text.replace(pass, "***").replace(url, &redacted);
-        }
+    match password_of(url).filter(|p| !p.is_empty()) {
+        Some(pass) => text.replace(pass, "***"),
+        None => text,
     }
-    text
 }
 
 fn password_of(url: &str) -> Option<&str> {

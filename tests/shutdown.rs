@@ -1,0 +1,119 @@
+//! The last counts reach Redis when the process ends: through the guard,
+//! through the exit hook after a bare `init()` (returning from `main` or
+//! calling `std::process::exit`), and through `flush()`.
+
+mod support;
+
+use support::{RedisServer, is_child, run_child_ok};
+
+/// Environment for a child: its own namespace and an interval so long that
+/// only the shutdown path under test can deliver the counts.
+fn env<'a>(redis: &'a str, namespace: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("TITUS_COUNT_REDIS_URL", redis),
+        ("TITUS_COUNT_NAMESPACE", namespace),
+        ("TITUS_COUNT_INTERVAL", "1h"),
+    ]
+}
+
+fn read(stage: &str) -> Option<u64> {
+    titus_count::read_totals(&titus_count::Config::from_env())
+        .expect("read totals")
+        .get(stage)
+        .copied()
+}
+
+#[test]
+fn dropping_the_guard_delivers_everything() {
+    if is_child("dropping_the_guard_delivers_everything") {
+        let guard = titus_count::init();
+        titus_count::count!("guarded", 7);
+        assert_eq!(read("guarded"), None, "nothing is sent before the interval");
+        drop(guard);
+        assert_eq!(
+            read("guarded"),
+            Some(7),
+            "the guard's drop waited for Redis"
+        );
+        return;
+    }
+    let redis = RedisServer::start();
+    run_child_ok(
+        "dropping_the_guard_delivers_everything",
+        &env(&redis.url(), "guard"),
+    );
+    assert_eq!(redis.totals("guard")["guarded"], 7);
+}
+
+#[test]
+fn bare_init_delivers_when_main_returns() {
+    if is_child("bare_init_delivers_when_main_returns") {
+        #[allow(unused_must_use)]
+        {
+            titus_count::init();
+        }
+        titus_count::count!("bare.return", 11);
+        // Returning ends the test harness's `main`; the exit hook delivers.
+        return;
+    }
+    let redis = RedisServer::start();
+    run_child_ok(
+        "bare_init_delivers_when_main_returns",
+        &env(&redis.url(), "bare_return"),
+    );
+    assert_eq!(redis.totals("bare_return")["bare.return"], 11);
+}
+
+#[test]
+fn bare_init_delivers_on_process_exit() {
+    if is_child("bare_init_delivers_on_process_exit") {
+        #[allow(unused_must_use)]
+        {
+            titus_count::init();
+        }
+        std::thread::spawn(|| titus_count::count!("bare.exit", 13))
+            .join()
+            .unwrap();
+        titus_count::count!("bare.exit", 1);
+        std::process::exit(0);
+    }
+    let redis = RedisServer::start();
+    run_child_ok(
+        "bare_init_delivers_on_process_exit",
+        &env(&redis.url(), "bare_exit"),
+    );
+    assert_eq!(redis.totals("bare_exit")["bare.exit"], 14);
+}
+
+#[test]
+fn flush_returns_once_redis_has_everything() {
+    if is_child("flush_returns_once_redis_has_everything") {
+        let _guard = titus_count::init();
+        for round in 1..=20u64 {
+            let threads: Vec<_> = (0..4)
+                .map(|_| std::thread::spawn(|| titus_count::count!("flushed", 5)))
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            titus_count::count!("flushed.main");
+            titus_count::flush().expect("flush");
+            assert_eq!(read("flushed"), Some(20 * round));
+            assert_eq!(read("flushed.main"), Some(round));
+        }
+        return;
+    }
+    let redis = RedisServer::start();
+    run_child_ok(
+        "flush_returns_once_redis_has_everything",
+        &env(&redis.url(), "flush"),
+    );
+}
+
+#[test]
+fn flush_before_init_is_an_error() {
+    assert_eq!(
+        titus_count::flush(),
+        Err(titus_count::FlushError::NotInitialized)
+    );
+}
