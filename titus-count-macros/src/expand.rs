@@ -1,7 +1,7 @@
 //! Code generation for `#[counted]`.
 //!
 //! The count is a prefix: the expansion emits the count statement, then the
-//! original body in its own block, so `return`, `?`, `self`, `async` and
+//! original statements of the body, so `return`, `?`, `self`, `async` and
 //! spans keep their meaning and nothing is wrapped in a closure.
 
 use proc_macro2::TokenStream;
@@ -36,12 +36,15 @@ pub(crate) fn expand(args: Args, item: TokenStream) -> TokenStream {
         .into_iter()
         .partition(|a| matches!(a.style, AttrStyle::Inner(_)));
     let stage = &args.stage;
+    // The count's items live inside the block `count!` expands to, so the
+    // body's statements can follow it directly without a wrapping block.
+    let stmts = &block.stmts;
     quote! {
         #(#outer)*
         #vis #sig {
             #(#inner)*
             ::titus_count::__private::count!(#stage);
-            #block
+            #(#stmts)*
         }
     }
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit, behaviour and doc
+# tests (each Redis test starts its own redis-server), then the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_redis_server
+ensure_rust_components
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --workspace
+echo "==> demo"
+scripts/demo.sh --processes 3 --messages 50000
