@@ -214,3 +214,15 @@ pub fn log_to_stderr() {
         log::set_max_level(log::LevelFilter::Info);
     }
 }
+
+/// Runs a future to completion on this thread. The futures in these tests
+/// never wait on anything outside themselves, so polling in a loop suffices.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}

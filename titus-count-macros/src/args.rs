@@ -1,54 +1,179 @@
 //! Parsing and validating the arguments of `#[counted(...)]`.
 
+use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
-use syn::{LitStr, Token};
+use syn::{Expr, Ident, LitStr, Token};
 
 /// The accepted form, quoted in every error.
-pub(crate) const USAGE: &str = "expected `#[counted(\"stage\")]`";
+pub(crate) const USAGE: &str =
+    "expected `#[counted(\"stage\")]`, optionally followed by `by = EXPR`, `outcome` and `panics`";
+
+/// Longest stage name accepted, in bytes: derived names such as
+/// `STAGE.panic` must stay within the runtime's limit of 128.
+const MAX_STAGE_LEN: usize = 120;
 
 /// The arguments of one `#[counted(...)]`.
 pub(crate) struct Args {
     /// The stage name.
     pub(crate) stage: LitStr,
+    /// `by = EXPR`: the amount to count on entry instead of one.
+    pub(crate) by: Option<Expr>,
+    /// `outcome`: also count `STAGE.ok` or `STAGE.err` by the returned `Result`.
+    pub(crate) outcome: Option<Ident>,
+    /// `panics`: also count `STAGE.panic` when the body panics.
+    pub(crate) panics: Option<Ident>,
 }
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         if input.is_empty() {
-            return Err(input.error(format!("missing stage name: {USAGE}")));
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!("missing stage name: {USAGE}"),
+            ));
         }
-        let stage: LitStr = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
+        let stage: LitStr = if input.peek(LitStr) {
+            input.parse()?
+        } else {
+            let found: proc_macro2::TokenTree = input.parse()?;
+            return Err(syn::Error::new_spanned(
+                found,
                 format!("the stage name must be a string literal: {USAGE}"),
-            )
-        })?;
+            ));
+        };
         validate_stage(&stage)?;
-        if input.peek(Token![,]) {
+        let mut args = Args {
+            stage,
+            by: None,
+            outcome: None,
+            panics: None,
+        };
+        while !input.is_empty() {
             input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let name: Ident = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), format!("expected an argument name: {USAGE}"))
+            })?;
+            let duplicate = |set: bool| {
+                if set {
+                    Err(syn::Error::new_spanned(
+                        &name,
+                        format!("duplicate argument `{name}`"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            match name.to_string().as_str() {
+                "by" => {
+                    duplicate(args.by.is_some())?;
+                    input.parse::<Token![=]>().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "expected `by = EXPR`, such as `by = batch.len()`",
+                        )
+                    })?;
+                    args.by = Some(input.parse()?);
+                }
+                "outcome" => {
+                    duplicate(args.outcome.is_some())?;
+                    args.outcome = Some(name);
+                }
+                "panics" => {
+                    duplicate(args.panics.is_some())?;
+                    args.panics = Some(name);
+                }
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        &name,
+                        format!("unknown argument `{name}`: {USAGE}"),
+                    ));
+                }
+            }
         }
-        if !input.is_empty() {
-            return Err(input.error(format!("unexpected argument: {USAGE}")));
-        }
-        Ok(Args { stage })
+        Ok(args)
     }
 }
 
-/// Stage names end up as Redis hash fields and in logs: non-empty, no
-/// control characters.
-fn validate_stage(stage: &LitStr) -> syn::Result<()> {
-    let value = stage.value();
+/// Whether a stage name is carried safely everywhere it goes: a Redis hash
+/// field, a Prometheus label value, JSON, a terminal table, a shell argument.
+pub(crate) fn stage_error(value: &str) -> Option<String> {
     if value.is_empty() {
-        return Err(syn::Error::new_spanned(
-            stage,
-            format!("the stage name must not be empty: {USAGE}"),
+        return Some("the stage name must not be empty".to_owned());
+    }
+    if value.len() > MAX_STAGE_LEN {
+        return Some(format!(
+            "the stage name is {} bytes long; at most {MAX_STAGE_LEN} are allowed",
+            value.len()
         ));
     }
-    if value.chars().any(char::is_control) {
-        return Err(syn::Error::new_spanned(
-            stage,
-            "the stage name must not contain control characters",
+    if let Some(c) = value
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/')))
+    {
+        return Some(format!(
+            "the stage name contains {c:?}; stage names use ASCII letters, digits and `_ . - : /`"
         ));
     }
-    Ok(())
+    None
+}
+
+fn validate_stage(stage: &LitStr) -> syn::Result<()> {
+    match stage_error(&stage.value()) {
+        Some(message) => Err(syn::Error::new_spanned(stage, message)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(tokens: &str) -> syn::Result<Args> {
+        syn::parse_str(tokens)
+    }
+
+    #[test]
+    fn accepts_every_argument_once() {
+        let args = parse(r#""emit", by = batch.len(), outcome, panics"#).unwrap();
+        assert_eq!(args.stage.value(), "emit");
+        assert!(args.by.is_some() && args.outcome.is_some() && args.panics.is_some());
+        let args = parse(r#""emit","#).unwrap();
+        assert!(args.by.is_none() && args.outcome.is_none() && args.panics.is_none());
+    }
+
+    #[test]
+    fn rejects_misuse() {
+        for (tokens, needle) in [
+            ("", "missing stage name"),
+            ("emit", "string literal"),
+            ("42", "string literal"),
+            (r#""""#, "must not be empty"),
+            (r#""a b""#, "contains ' '"),
+            (r#""a{b}""#, "contains '{'"),
+            (r#""emit", by"#, "expected `by = EXPR`"),
+            (r#""emit", by = 1, by = 2"#, "duplicate argument `by`"),
+            (
+                r#""emit", outcome, outcome"#,
+                "duplicate argument `outcome`",
+            ),
+            (r#""emit", level = 3"#, "unknown argument `level`"),
+            (r#""emit" "other""#, "expected `,`"),
+        ] {
+            let err = parse(tokens).err().map(|e| e.to_string());
+            let err = err.unwrap_or_else(|| panic!("`{tokens}` was accepted"));
+            assert!(err.contains(needle), "`{tokens}`: {err}");
+        }
+    }
+
+    #[test]
+    fn stage_rule() {
+        assert_eq!(stage_error("orders.in/eu-west:1_a"), None);
+        assert!(stage_error(&"x".repeat(120)).is_none());
+        assert!(stage_error(&"x".repeat(121)).is_some());
+        assert!(stage_error("é").is_some());
+        assert!(stage_error("tab\there").is_some());
+    }
 }

@@ -20,6 +20,7 @@ mod cells;
 mod config;
 mod error;
 mod flusher;
+mod outcome;
 mod read;
 mod redis;
 mod site;
@@ -37,6 +38,7 @@ pub use site::local_totals;
 /// Support for macro expansions. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::outcome::{OnPanic, Outcome, call_once, output_of};
     pub use crate::site::{Count, Site, Slot, add};
     pub use std::thread_local;
 

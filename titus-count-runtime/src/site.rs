@@ -26,18 +26,28 @@ pub struct Site {
     orphaned: AtomicU64,
 }
 
-/// Checks a stage name at compile time: non-empty, no control characters.
+/// Longest stage name, in bytes.
+pub const MAX_STAGE_LEN: usize = 128;
+
+/// Checks a stage name at compile time: 1 to 128 bytes of ASCII letters,
+/// digits and `_ . - : /`, which every consumer (Redis hash fields,
+/// Prometheus labels, JSON, terminal tables, shell arguments) carries safely.
 const fn check_stage(name: &str) {
     let bytes = name.as_bytes();
     assert!(
         !bytes.is_empty(),
         "a titus-count stage name must not be empty"
     );
+    assert!(
+        bytes.len() <= MAX_STAGE_LEN,
+        "a titus-count stage name must be at most 128 bytes long"
+    );
     let mut i = 0;
     while i < bytes.len() {
+        let b = bytes[i];
         assert!(
-            bytes[i] >= 0x20 && bytes[i] != 0x7f,
-            "a titus-count stage name must not contain control characters"
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'/'),
+            "a titus-count stage name uses only ASCII letters, digits and `_ . - : /`"
         );
         i += 1;
     }
@@ -48,8 +58,9 @@ impl Site {
     ///
     /// # Panics
     ///
-    /// If `name` is empty or contains a control character; in a `static`
-    /// initialiser this is a compile-time error.
+    /// If `name` is empty, longer than 128 bytes, or holds a character other
+    /// than ASCII letters, digits and `_ . - : /`; in a `static` initialiser
+    /// this is a compile-time error.
     pub const fn new(name: &'static str) -> Self {
         check_stage(name);
         Site {
@@ -177,8 +188,8 @@ pub fn local_totals() -> BTreeMap<&'static str, u64> {
 /// Counts `n` (default 1) under a stage, through the same static-site,
 /// thread-local hot path as `#[counted]`.
 ///
-/// The stage must be a string literal; an empty name or one with control
-/// characters is a compile-time error.
+/// The stage must be a string literal of 1 to 128 bytes of ASCII letters,
+/// digits and `_ . - : /`; anything else is a compile-time error.
 ///
 /// # Examples
 ///
@@ -219,6 +230,10 @@ macro_rules! count {
 }
 
 /// Amounts that can be counted: the unsigned integers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a count: `by` and `count!` take an unsigned integer",
+    label = "expected `u8`, `u16`, `u32`, `u64` or `usize`"
+)]
 pub trait Count {
     /// The amount as a `u64`.
     fn count(self) -> u64;

@@ -1,0 +1,182 @@
+//! `outcome` counts a `Result`-returning function's successes and failures
+//! as `STAGE.ok` and `STAGE.err`, through early `return` and `?`, sync and
+//! async; `panics` counts `STAGE.panic` when the body panics.
+
+mod support;
+
+use std::fmt::Display;
+use std::num::ParseIntError;
+
+use support::block_on;
+use titus_count::counted;
+
+fn count_of(stage: &str) -> u64 {
+    titus_count::local_totals().get(stage).copied().unwrap_or(0)
+}
+
+fn counts(stage: &str) -> (u64, u64, u64) {
+    (
+        count_of(stage),
+        count_of(&format!("{stage}.ok")),
+        count_of(&format!("{stage}.err")),
+    )
+}
+
+#[counted("outcome.sync", outcome)]
+fn parse(raw: &str) -> Result<u32, ParseIntError> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    let n: u32 = raw.trim().parse()?;
+    Ok(n * 2)
+}
+
+#[test]
+fn sync_results_with_early_return_and_question_mark() {
+    assert_eq!(parse(""), Ok(0));
+    assert_eq!(parse("21"), Ok(42));
+    assert!(parse("x").is_err());
+    assert!(parse("-1").is_err());
+    assert_eq!(counts("outcome.sync"), (4, 2, 2));
+}
+
+#[derive(Debug)]
+struct AppError;
+
+impl From<ParseIntError> for AppError {
+    fn from(_: ParseIntError) -> Self {
+        AppError
+    }
+}
+
+struct Parser {
+    parsed: u32,
+}
+
+impl Parser {
+    /// `?` converts the error through `From`: the closure must know the
+    /// function's return type for that.
+    #[counted("outcome.method", outcome)]
+    fn feed(&mut self, raw: &str) -> Result<&mut Self, AppError> {
+        self.parsed += raw.parse::<u32>()?;
+        Ok(self)
+    }
+
+    #[counted("outcome.async", outcome)]
+    async fn feed_async(&mut self, raw: &str) -> Result<u32, AppError> {
+        if raw == "stop" {
+            return Err(AppError);
+        }
+        self.parsed += raw.parse::<u32>()?;
+        Ok(self.parsed)
+    }
+}
+
+#[test]
+fn methods_and_error_conversion() {
+    let mut p = Parser { parsed: 0 };
+    p.feed("1").unwrap().feed("2").unwrap();
+    assert!(p.feed("x").is_err());
+    assert_eq!(p.parsed, 3);
+    assert_eq!(counts("outcome.method"), (3, 2, 1));
+}
+
+#[test]
+fn async_results_with_early_return_and_question_mark() {
+    let mut p = Parser { parsed: 0 };
+    assert_eq!(block_on(p.feed_async("5")).unwrap(), 5);
+    assert!(block_on(p.feed_async("stop")).is_err());
+    assert!(block_on(p.feed_async("x")).is_err());
+    assert_eq!(counts("outcome.async"), (3, 1, 2));
+}
+
+#[async_trait::async_trait]
+trait Store {
+    async fn put(&self, key: &str) -> Result<usize, String>;
+}
+
+struct Memory;
+
+#[async_trait::async_trait]
+impl Store for Memory {
+    #[counted("outcome.async_trait", outcome)]
+    async fn put(&self, key: &str) -> Result<usize, String> {
+        if key.is_empty() {
+            return Err("empty key".to_owned());
+        }
+        Ok(key.len())
+    }
+}
+
+#[test]
+fn async_trait_results() {
+    assert_eq!(block_on(Memory.put("abc")), Ok(3));
+    assert!(block_on(Memory.put("")).is_err());
+    assert_eq!(counts("outcome.async_trait"), (2, 1, 1));
+}
+
+type IoResult<T> = std::io::Result<T>;
+
+#[counted("outcome.alias", outcome)]
+fn through_alias(fail: bool) -> IoResult<()> {
+    if fail {
+        Err(std::io::Error::other("failed"))
+    } else {
+        Ok(())
+    }
+}
+
+#[counted("outcome.impl_trait", outcome)]
+fn impl_trait_ok(x: u8) -> Result<impl Display, String> {
+    if x == 0 {
+        Err("zero".to_owned())
+    } else {
+        Ok(x)
+    }
+}
+
+#[counted("outcome.generic", outcome)]
+fn generic<T: std::str::FromStr>(raw: &str) -> Result<T, T::Err> {
+    raw.parse()
+}
+
+#[test]
+fn aliases_impl_trait_and_generics() {
+    through_alias(false).unwrap();
+    through_alias(true).unwrap_err();
+    assert_eq!(counts("outcome.alias"), (2, 1, 1));
+    assert_eq!(impl_trait_ok(3).unwrap().to_string(), "3");
+    assert!(impl_trait_ok(0).is_err());
+    assert_eq!(counts("outcome.impl_trait"), (2, 1, 1));
+    assert_eq!(generic::<u8>("7"), Ok(7));
+    assert!(generic::<u8>("300").is_err());
+    assert!(generic::<f64>("1.5").is_ok());
+    assert_eq!(counts("outcome.generic"), (3, 2, 1));
+}
+
+#[counted("outcome.panics", outcome, panics)]
+fn may_panic(x: u32) -> Result<u32, String> {
+    if x == 0 {
+        panic!("zero");
+    }
+    Ok(x)
+}
+
+#[counted("outcome.async_panics", panics)]
+async fn may_panic_async(x: u32) -> u32 {
+    assert!(x != 0, "zero");
+    x
+}
+
+#[test]
+fn panics_are_counted_as_entered_and_as_panics() {
+    assert_eq!(may_panic(1), Ok(1));
+    assert!(std::panic::catch_unwind(|| may_panic(0)).is_err());
+    assert_eq!(counts("outcome.panics"), (2, 1, 0));
+    assert_eq!(count_of("outcome.panics.panic"), 1);
+
+    assert_eq!(block_on(may_panic_async(2)), 2);
+    assert!(std::panic::catch_unwind(|| block_on(may_panic_async(0))).is_err());
+    assert_eq!(count_of("outcome.async_panics"), 2);
+    assert_eq!(count_of("outcome.async_panics.panic"), 1);
+}

@@ -1,0 +1,54 @@
+//! Support for `#[counted(..., outcome, panics)]`: telling a success from a
+//! failure, and noticing a panic.
+
+use std::future::Future;
+
+/// A result that is a success or a failure: what `outcome` counts.
+#[diagnostic::on_unimplemented(
+    message = "`#[counted(..., outcome)]` needs a function that returns a `Result`, not `{Self}`",
+    label = "`outcome` counts `STAGE.ok` and `STAGE.err` by the `Result` returned"
+)]
+pub trait Outcome {
+    /// Whether this is a success.
+    fn is_ok(&self) -> bool;
+}
+
+impl<T, E> Outcome for Result<T, E> {
+    #[inline(always)]
+    fn is_ok(&self) -> bool {
+        Result::is_ok(self)
+    }
+}
+
+/// Runs its closure if it is dropped while its thread panics.
+pub struct OnPanic<F: FnMut()>(F);
+
+impl<F: FnMut()> OnPanic<F> {
+    /// A guard that calls `on_panic` when a panic unwinds past it.
+    #[inline(always)]
+    pub fn new(on_panic: F) -> Self {
+        OnPanic(on_panic)
+    }
+}
+
+impl<F: FnMut()> Drop for OnPanic<F> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
+/// Returns the future unchanged; naming its output type lets `?` inside an
+/// `async` block infer its error conversion.
+#[inline(always)]
+pub fn output_of<T, F: Future<Output = T>>(future: F) -> F {
+    future
+}
+
+/// Calls `f` once: the body of a sync function counted with `outcome`.
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
