@@ -48,6 +48,7 @@ impl Handler {
         self.n += 1;
     }
     #[counted("shape.recv.box")]
+    #[allow(clippy::boxed_local)]
     fn boxed(self: Box<Self>) -> u32 {
         self.n
     }

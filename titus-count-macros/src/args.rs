@@ -69,12 +69,13 @@ impl Parse for Args {
             match name.to_string().as_str() {
                 "by" => {
                     duplicate(args.by.is_some())?;
-                    input.parse::<Token![=]>().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
+                    if !input.peek(Token![=]) {
+                        return Err(syn::Error::new_spanned(
+                            &name,
                             "expected `by = EXPR`, such as `by = batch.len()`",
-                        )
-                    })?;
+                        ));
+                    }
+                    input.parse::<Token![=]>()?;
                     args.by = Some(input.parse()?);
                 }
                 "outcome" => {

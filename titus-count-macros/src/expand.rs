@@ -17,10 +17,15 @@ pub(crate) fn expand(args: Args, item: TokenStream) -> TokenStream {
     match try_expand(&args, item.clone()) {
         Ok(tokens) => tokens,
         // Emit the item unchanged next to the error, so the caller sees this
-        // one error rather than one for every use of the function.
+        // one error rather than one for every use of the function; tokens
+        // that are no item at all (a closure) are dropped.
         Err(error) => {
             let error = error.into_compile_error();
-            quote! { #error #item }
+            if is_item(&item) {
+                quote! { #error #item }
+            } else {
+                error
+            }
         }
     }
 }
@@ -129,6 +134,10 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         return quote! { #on_panic #(#stmts)* };
     };
     let (ok, err) = (derived("ok"), derived("err"));
+    let outcome_span = match &body {
+        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => ty.span(),
+        _ => outcome.span(),
+    };
     let run = match body {
         Body::Sync(ty) => {
             let annotation = ty.filter(|ty| !has_impl_trait(ty)).map(|ty| quote!(-> #ty));
@@ -149,10 +158,17 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
             quote! { let #result = async #capture { #(#stmts)* }.await; }
         }
     };
-    // Spanned at `outcome`, so a function that does not return a `Result`
-    // is reported at the argument that asked for it.
-    let is_ok = quote_spanned! {outcome.span()=>
-        ::titus_count::__private::Outcome::is_ok(&#result)
+    // Spanned at the return type, so a function that does not return a
+    // `Result` is reported there.
+    let located = Ident::new(
+        "__titus_count_result",
+        Span::mixed_site().located_at(outcome_span),
+    );
+    let is_ok = match &body {
+        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) if !has_impl_trait(ty) => {
+            quote_spanned! {outcome_span=> ::titus_count::__private::is_ok::<#ty>(&#located) }
+        }
+        _ => quote_spanned! {outcome_span=> ::titus_count::__private::Outcome::is_ok(&#located) },
     };
     quote! {
         #on_panic
@@ -197,4 +213,12 @@ fn has_impl_trait(ty: &Type) -> bool {
         })
     }
     walk(quote!(#ty))
+}
+
+/// Whether the tokens are an item that the compiler would accept where the
+/// attribute was: at module level, in a trait, or in an impl block.
+fn is_item(tokens: &TokenStream) -> bool {
+    syn::parse2::<syn::Item>(tokens.clone()).is_ok()
+        || syn::parse2::<syn::TraitItem>(tokens.clone()).is_ok()
+        || syn::parse2::<syn::ImplItem>(tokens.clone()).is_ok()
 }

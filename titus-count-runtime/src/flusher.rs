@@ -511,22 +511,19 @@ impl Flusher {
 
     fn expire_waiters(&mut self) {
         let now = Instant::now();
-        let mut expired = Vec::new();
-        let last_error = &self.last_error;
-        self.waiters.retain(|w| {
-            if w.request.deadline <= now {
-                expired.push(w.request.at_exit);
-                let _ = w.request.reply.send(Err(FlushError::Timeout {
-                    waited: w.request.timeout,
-                    last_error: last_error.clone(),
-                }));
-                false
-            } else {
-                true
-            }
-        });
-        if expired.iter().any(|&at_exit| at_exit) {
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.request.deadline <= now);
+        self.waiters = waiting;
+        // Log before answering: at exit, the answer lets the process end.
+        if expired.iter().any(|w| w.request.at_exit) {
             self.report_undelivered();
+        }
+        for w in expired {
+            let _ = w.request.reply.send(Err(FlushError::Timeout {
+                waited: w.request.timeout,
+                last_error: self.last_error.clone(),
+            }));
         }
     }
 

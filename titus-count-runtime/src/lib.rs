@@ -38,7 +38,7 @@ pub use site::local_totals;
 /// Support for macro expansions. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::outcome::{OnPanic, Outcome, call_once, output_of};
+    pub use crate::outcome::{OnPanic, Outcome, call_once, is_ok, output_of};
     pub use crate::site::{Count, Site, Slot, add};
     pub use std::thread_local;
 

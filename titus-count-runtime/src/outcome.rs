@@ -52,3 +52,10 @@ pub fn output_of<T, F: Future<Output = T>>(future: F) -> F {
 pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// Whether `result` is a success; the type is named by the expansion so a
+/// function that does not return a `Result` is reported at its return type.
+#[inline(always)]
+pub fn is_ok<R: Outcome>(result: &R) -> bool {
+    result.is_ok()
+}

@@ -1,0 +1,8 @@
+use titus_count::counted;
+
+#[counted("")]
+fn handle() {}
+
+fn main() {
+    handle();
+}

@@ -1,0 +1,8 @@
+use titus_count::counted;
+
+#[counted("parse", outcome)]
+fn handle() {}
+
+fn main() {
+    handle();
+}

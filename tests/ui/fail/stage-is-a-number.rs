@@ -1,0 +1,8 @@
+use titus_count::counted;
+
+#[counted(42)]
+fn handle() {}
+
+fn main() {
+    handle();
+}

@@ -1,0 +1,10 @@
+use titus_count::counted;
+
+const STAGE: &str = "parse";
+
+#[counted(STAGE)]
+fn handle() {}
+
+fn main() {
+    handle();
+}

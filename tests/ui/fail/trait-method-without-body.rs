@@ -1,0 +1,8 @@
+use titus_count::counted;
+
+trait Stage {
+    #[counted("parse")]
+    fn handle(&self);
+}
+
+fn main() {}
