@@ -67,13 +67,47 @@
 /// Counts every call of a function under a stage.
 ///
 /// `#[counted("stage")]` adds one to the calling thread's count for `stage`
-/// each time the function is entered, before its body runs. Functions and
-/// methods (any receiver) with the same stage name add up. The function's
-/// signature, body and behaviour are unchanged.
+/// each time the function is entered, before its body runs. Functions with
+/// the same stage name add up. The function's signature, body, spans and
+/// documentation are unchanged: the count is a prefix, not a wrapper.
 ///
 /// The count goes through a `static` site and a thread-local cell: once a
 /// thread has counted at a site, a counted call costs a few instructions and
 /// never contends with other threads.
+///
+/// # Stage names
+///
+/// 1 to 120 bytes of ASCII letters, digits and `_ . - : /`, so that every
+/// consumer (Redis hash fields, Prometheus labels, JSON, terminal tables,
+/// shell arguments) carries them unchanged. Anything else is a compile error
+/// at the literal.
+///
+/// # Where it applies
+///
+/// Free functions, associated functions and methods with any receiver
+/// (`self`, `&self`, `&mut self`, `mut self`, `self: Box<Self>`,
+/// `self: Arc<Self>`, ...), trait impls and default methods, generic
+/// functions (one site shared by every instantiation), `unsafe fn`,
+/// `extern "C" fn`, functions in modules, nested in other functions or made
+/// by `macro_rules!`. Not on a `const fn`, or on an item that is not a
+/// function.
+///
+/// `async fn` (free, methods, in traits) is counted when its body first
+/// runs, once per call however often it is polled. `#[async_trait]` methods
+/// and sync functions returning an `async` block are counted when called.
+///
+/// # Arguments
+///
+/// | argument | counts |
+/// | --- | --- |
+/// | `"stage"` (first, required) | one under `stage` per call, on entry |
+/// | `by = EXPR` | `EXPR` instead of one, evaluated on entry with the parameters in scope; an unsigned integer |
+/// | `outcome` | also one under `stage.ok` or `stage.err` by the `Result` the function returns, early `return` and `?` included; the function must return a `Result` (aliases such as `io::Result` work) |
+/// | `panics` | also one under `stage.panic` when the body panics |
+///
+/// Stack the attribute to count one call under several stages. It combines
+/// with other attributes such as `#[tracing::instrument]`, `#[inline]`,
+/// `#[must_use]`, `#[cfg]` and `#[test]`.
 ///
 /// # Examples
 ///
@@ -102,6 +136,59 @@
 /// assert_eq!(titus_count::local_totals()["orders.enqueue"], 1);
 /// ```
 ///
+/// Counting a batch by its size, and successes and failures apart:
+///
+/// ```
+/// use titus_count::counted;
+///
+/// #[counted("emit.messages", by = batch.len())]
+/// #[counted("emit.batches", outcome)]
+/// fn emit(batch: Vec<u32>) -> Result<usize, String> {
+///     if batch.is_empty() {
+///         return Err("empty batch".to_owned());
+///     }
+///     Ok(batch.len())
+/// }
+///
+/// emit(vec![1, 2, 3]).unwrap();
+/// emit(vec![]).unwrap_err();
+/// let totals = titus_count::local_totals();
+/// assert_eq!(totals["emit.messages"], 3);
+/// assert_eq!(totals["emit.batches"], 2);
+/// assert_eq!(totals["emit.batches.ok"], 1);
+/// assert_eq!(totals["emit.batches.err"], 1);
+/// ```
+///
+/// Counting panics:
+///
+/// ```
+/// #[titus_count::counted("risky", panics)]
+/// fn risky(x: u32) -> u32 {
+///     100 / x
+/// }
+///
+/// assert!(std::panic::catch_unwind(|| risky(0)).is_err());
+/// assert_eq!(titus_count::local_totals()["risky"], 1);
+/// assert_eq!(titus_count::local_totals()["risky.panic"], 1);
+/// ```
+///
+/// Async functions count when their body first runs:
+///
+/// ```
+/// #[titus_count::counted("fetch")]
+/// async fn fetch(id: u32) -> u32 {
+///     id
+/// }
+///
+/// let future = fetch(7);
+/// assert_eq!(titus_count::local_totals().get("fetch"), None);
+/// # let mut future = std::pin::pin!(future);
+/// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// # assert!(future.as_mut().poll(&mut cx).is_ready());
+/// // ... once polled:
+/// assert_eq!(titus_count::local_totals()["fetch"], 1);
+/// ```
+///
 /// Misuse is a compile error pointing at the attribute's arguments:
 ///
 /// ```compile_fail
@@ -110,8 +197,13 @@
 /// ```
 ///
 /// ```compile_fail
-/// #[titus_count::counted("")]
-/// fn empty_stage() {}
+/// #[titus_count::counted("orders in")]
+/// fn space_in_stage() {}
+/// ```
+///
+/// ```compile_fail
+/// #[titus_count::counted("parse", outcome)]
+/// fn not_a_result() -> u32 { 1 }
 /// ```
 pub use titus_count_macros::counted;
 

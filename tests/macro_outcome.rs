@@ -180,3 +180,27 @@ fn panics_are_counted_as_entered_and_as_panics() {
     assert_eq!(count_of("outcome.async_panics"), 2);
     assert_eq!(count_of("outcome.async_panics.panic"), 1);
 }
+
+#[test]
+fn outcome_counts_reach_redis() {
+    if support::is_child("outcome_counts_reach_redis") {
+        let _guard = titus_count::init();
+        for raw in ["1", "2", "x", ""] {
+            let _ = parse(raw);
+        }
+        titus_count::flush().expect("flush");
+        return;
+    }
+    let redis = support::RedisServer::start();
+    support::run_child_ok(
+        "outcome_counts_reach_redis",
+        &[
+            ("TITUS_COUNT_REDIS_URL", &redis.url()),
+            ("TITUS_COUNT_NAMESPACE", "outcome"),
+        ],
+    );
+    let totals = redis.totals("outcome");
+    assert_eq!(totals["outcome.sync"], 4);
+    assert_eq!(totals["outcome.sync.ok"], 3);
+    assert_eq!(totals["outcome.sync.err"], 1);
+}
