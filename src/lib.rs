@@ -209,8 +209,8 @@ pub use titus_count_macros::counted;
 
 pub use titus_count_runtime::count;
 pub use titus_count_runtime::{
-    Config, FlushError, FlushGuard, InitError, ReadError, flush, flush_timeout, init, instance_id,
-    local_totals, read_totals,
+    Config, FlushError, FlushGuard, Health, InitError, ReadError, flush, flush_timeout, health,
+    init, instance_id, local_totals, read_totals,
 };
 
 /// Names of the environment variables and the defaults, for tools and tests.

@@ -16,6 +16,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 fn redis_server_binary() -> String {
@@ -53,29 +54,82 @@ impl RedisServer {
         // server's bind; try a few ports before giving up.
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let dir = temp_dir("redis");
-            let log = dir.join("redis.log");
-            let child = Command::new(redis_server_binary())
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--logfile")
-                .arg(&log)
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server (install the Debian package `redis-server`)");
-            let mut server = RedisServer { child, port, dir };
-            if server.wait_until_ready() {
-                return server;
+            match Self::try_start_on(free_port(), extra) {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
             }
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
         }
         panic!("redis-server did not start; its last log:\n{last_log}");
+    }
+
+    /// Starts a server on `port`, which the caller chose (and may already
+    /// have pointed a client at).
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::try_start_on(port, extra)
+            .unwrap_or_else(|log| panic!("redis-server did not start on {port}:\n{log}"))
+    }
+
+    fn try_start_on(port: u16, extra: &[&str]) -> Result<Self, String> {
+        let dir = temp_dir("redis");
+        let mut server = RedisServer {
+            child: Self::spawn(port, &dir, extra),
+            port,
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        if server.wait_until_ready() {
+            Ok(server)
+        } else {
+            Err(std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default())
+        }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[impl AsRef<std::ffi::OsStr>]) -> Child {
+        Command::new(redis_server_binary())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (install the Debian package `redis-server`)")
+    }
+
+    /// Stops the server (SIGKILL) and waits for it to exit; its directory,
+    /// and with it any append-only file, stays for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir, &self.extra);
+        assert!(self.wait_until_ready(), "redis-server did not restart");
+    }
+
+    /// Freezes the server with SIGSTOP: connections are accepted by the
+    /// kernel but nothing is answered.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a frozen server with SIGCONT.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     fn wait_until_ready(&mut self) -> bool {
@@ -225,4 +279,184 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
             return out;
         }
     }
+}
+
+/// What a [`FaultProxy`] does to the traffic between a client and Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward everything both ways.
+    None,
+    /// Forward requests, then close the connection instead of forwarding
+    /// the reply: Redis applied the command, the client cannot know.
+    DropReplies,
+    /// Like `DropReplies`, with a TCP reset instead of an orderly close.
+    ResetReplies,
+    /// Accept connections and close them at once.
+    Refuse,
+    /// Accept connections and swallow everything: no reply ever comes.
+    Blackhole,
+}
+
+impl Fault {
+    fn code(self) -> u8 {
+        self as u8
+    }
+    fn from_code(code: u8) -> Fault {
+        [
+            Fault::None,
+            Fault::DropReplies,
+            Fault::ResetReplies,
+            Fault::Refuse,
+            Fault::Blackhole,
+        ][code as usize]
+    }
+}
+
+/// A TCP proxy on a loopback port in front of Redis that injects faults.
+pub struct FaultProxy {
+    port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    fault: std::sync::atomic::AtomicU8,
+    stop: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+    upstream: u16,
+}
+
+impl ProxyState {
+    fn fault(&self) -> Fault {
+        Fault::from_code(self.fault.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+fn reset(stream: &std::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `127.0.0.1:upstream`, forwarding everything.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState {
+            fault: std::sync::atomic::AtomicU8::new(Fault::None.code()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            open: std::sync::Mutex::new(Vec::new()),
+            upstream,
+        });
+        let accept_state = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_state.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                Self::serve(&accept_state, client);
+            }
+        });
+        FaultProxy { port, state }
+    }
+
+    fn serve(state: &std::sync::Arc<ProxyState>, client: std::net::TcpStream) {
+        match state.fault() {
+            Fault::Refuse => return reset(&client),
+            Fault::Blackhole => {
+                state.open.lock().unwrap().push(client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &client, &mut std::io::sink());
+                });
+                return;
+            }
+            _ => {}
+        }
+        let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", state.upstream)) else {
+            return reset(&client);
+        };
+        {
+            let mut open = state.open.lock().unwrap();
+            open.push(client.try_clone().unwrap());
+            open.push(server.try_clone().unwrap());
+        }
+        let pump = |from: std::net::TcpStream, to: std::net::TcpStream, replies: bool| {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 16 * 1024];
+                let (mut from_r, mut to_w) = (&from, &to);
+                loop {
+                    let n = match from_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    match (state.fault(), replies) {
+                        (Fault::DropReplies, true) => {
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        (Fault::ResetReplies, true) => {
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            reset(&to);
+                            return;
+                        }
+                        (Fault::Blackhole, _) => continue,
+                        _ => {}
+                    }
+                    if to_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        };
+        pump(
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            false,
+        );
+        pump(server, client, true);
+    }
+
+    /// Switches to `fault`. Open connections see it at their next packet;
+    /// `Refuse` also closes them.
+    pub fn set(&self, fault: Fault) {
+        self.state
+            .fault
+            .store(fault.code(), std::sync::atomic::Ordering::SeqCst);
+        if fault == Fault::Refuse {
+            for stream in self.state.open.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of the proxy.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set(Fault::Refuse);
+        // Wake the accept loop so it sees the stop flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// This process's resident memory, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
 }

@@ -238,10 +238,19 @@ impl Registry {
         let mut out = Vec::new();
         for (id, delta) in self.pending.iter_mut().enumerate() {
             if *delta != 0 {
-                out.push((self.stage_names[id], std::mem::take(delta)));
+                // Redis counts in signed 64-bit integers; a larger delta
+                // (not reachable in practice) goes out over several batches.
+                let take = (*delta).min(i64::MAX as u64);
+                *delta -= take;
+                out.push((self.stage_names[id], take));
             }
         }
         out
+    }
+
+    /// The sum of the collected deltas not yet taken into a batch.
+    pub(crate) fn pending_total(&self) -> u64 {
+        self.pending.iter().fold(0u64, |a, &d| a.saturating_add(d))
     }
 
     /// Whether collected deltas wait for a batch.
@@ -259,7 +268,6 @@ impl Registry {
     }
 
     /// Number of thread records ever allocated (live, finished or free).
-    #[cfg(test)]
     pub(crate) fn record_count(&self) -> usize {
         self.records.len()
     }

@@ -17,7 +17,8 @@ use once_cell::sync::OnceCell;
 use crate::cells::registry;
 use crate::config::{Config, Resolved, redact_url};
 use crate::error::{FlushError, InitError};
-use crate::redis::{Applied, Batch, Writer, describe};
+use crate::health;
+use crate::redis::{Applied, Batch, Writer, describe, is_transient};
 
 /// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -160,6 +161,7 @@ impl Config {
                     reason: describe(&e, &config.redis_url),
                 })?;
             let (tx, rx) = crossbeam_channel::unbounded();
+            health::update(|h| h.instance = instance.clone());
             let flusher = Flusher::new(&config, writer, instance.clone(), rx);
             std::thread::Builder::new()
                 .name("titus-count-flusher".to_owned())
@@ -429,8 +431,11 @@ impl Flusher {
                     break;
                 }
                 self.seq += 1;
+                let total = deltas.iter().fold(0u64, |a, (_, d)| a.saturating_add(*d));
+                let seq = self.seq;
+                health::update(|h| h.in_doubt = Some((seq, total)));
                 self.in_doubt = Some(Batch {
-                    seq: self.seq,
+                    seq,
                     cut_ms: now_ms(),
                     deltas,
                 });
@@ -452,6 +457,14 @@ impl Flusher {
                         );
                     }
                     self.acked = batch.seq;
+                    health::update(|h| {
+                        h.last_success = Some(SystemTime::now());
+                        h.consecutive_failures = 0;
+                        h.last_error = None;
+                        h.last_error_permanent = false;
+                        h.in_doubt = None;
+                        h.acknowledged_batches += 1;
+                    });
                     self.in_doubt = None;
                     self.maybe_applied = false;
                     self.failures = 0;
@@ -464,18 +477,39 @@ impl Flusher {
                 Err(e) => {
                     self.maybe_applied |= e.maybe_applied;
                     let text = describe(&e.error, &self.url);
+                    let permanent = !is_transient(&e.error);
                     self.failures += 1;
-                    let backoff = backoff(self.failures);
-                    self.retry_at = Instant::now() + backoff;
-                    if self.failures == 1 || self.failures.is_power_of_two() {
+                    // An error that needs an operator is retried at the
+                    // interval, never faster; a transient one backs off.
+                    let mut wait = backoff(self.failures);
+                    if permanent {
+                        wait = wait.max(self.interval);
+                    }
+                    self.retry_at = Instant::now() + wait;
+                    let new_error = self.last_error.as_deref() != Some(text.as_str());
+                    if permanent && (new_error || self.failures.is_power_of_two()) {
+                        log::error!(
+                            "titus-count: Redis refused batch {} ({} failures in a row, next try in {:?}): {text}; counts are kept until this is fixed",
+                            batch.seq,
+                            self.failures,
+                            wait,
+                        );
+                    } else if self.failures == 1 || self.failures.is_power_of_two() {
                         log::warn!(
                             "titus-count: cannot deliver batch {} to {} ({} failures in a row, next try in {:?}): {text}; counts are kept",
                             batch.seq,
                             redact_url(&self.url),
                             self.failures,
-                            backoff,
+                            wait,
                         );
                     }
+                    let failures = self.failures;
+                    let error = text.clone();
+                    health::update(|h| {
+                        h.consecutive_failures = failures;
+                        h.last_error = Some(error);
+                        h.last_error_permanent = permanent;
+                    });
                     self.last_error = Some(text);
                     break;
                 }

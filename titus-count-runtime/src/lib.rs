@@ -20,6 +20,7 @@ mod cells;
 mod config;
 mod error;
 mod flusher;
+mod health;
 mod outcome;
 mod read;
 mod redis;
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use error::{FlushError, InitError, ReadError};
 pub use flusher::{FlushGuard, flush, flush_timeout, init, instance_id};
+pub use health::{Health, health};
 pub use read::read_totals;
 pub use site::local_totals;
 
@@ -41,6 +43,12 @@ pub mod __private {
     pub use crate::outcome::{OnPanic, Outcome, call_once, is_ok, output_of};
     pub use crate::site::{Count, Site, Slot, add};
     pub use std::thread_local;
+
+    /// Number of per-thread records ever allocated: bounded by the peak
+    /// number of live counting threads. For tests of thread churn.
+    pub fn thread_records() -> usize {
+        crate::cells::registry().record_count()
+    }
 
     /// Applies one batch directly, bypassing the flusher: lets tests prove
     /// that a resent batch is not applied twice.

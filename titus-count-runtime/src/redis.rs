@@ -60,10 +60,37 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if last ~= nil and seq <= last then
   return 0
 end
+-- Whether the integer strings a + b stay within a signed 64-bit integer,
+-- in two base-1e9 limbs (Lua numbers are doubles).
+local function fits(a, b)
+  if string.sub(a, 1, 1) == '-' or (#a < 18 and #b < 18) then
+    return true
+  end
+  local function split(s)
+    if #s <= 9 then return 0, tonumber(s) end
+    return tonumber(string.sub(s, 1, #s - 9)), tonumber(string.sub(s, #s - 8))
+  end
+  local ah, al = split(a)
+  local bh, bl = split(b)
+  local h, l = ah + bh, al + bl
+  if l >= 1000000000 then h, l = h + 1, l - 1000000000 end
+  return h < 9223372036 or (h == 9223372036 and l <= 854775807)
+end
 for _, key in ipairs({KEYS[1], KEYS[3]}) do
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'hash' and t ~= 'none' then
     return redis.error_reply('WRONGTYPE titus-count key ' .. key .. ' holds a ' .. t .. ', not a hash')
+  end
+  for i = 6, #ARGV, 2 do
+    local cur = redis.call('HGET', key, ARGV[i])
+    if cur then
+      if not string.match(cur, '^-?%d+$') then
+        return redis.error_reply('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' holds ' .. cur .. ', not an integer')
+      end
+      if not fits(cur, ARGV[i + 1]) then
+        return redis.error_reply('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' would overflow a signed 64-bit integer')
+      end
+    end
   end
 end
 for i = 6, #ARGV, 2 do
@@ -92,6 +119,28 @@ pub(crate) enum Applied {
     Now,
     /// The batch had been applied before (its reply was lost).
     Before,
+}
+
+/// Whether an error will go away by itself (Redis down, slow, failing over)
+/// rather than need an operator (a key of the wrong type, a refused command,
+/// an overflowing count).
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind as S;
+    match e.kind() {
+        redis::ErrorKind::Server(kind) => matches!(
+            kind,
+            S::BusyLoading
+                | S::TryAgain
+                | S::ClusterDown
+                | S::MasterDown
+                | S::ReadOnly
+                | S::Moved
+                | S::Ask
+                | S::NoScript
+        ),
+        redis::ErrorKind::Io => true,
+        _ => false,
+    }
 }
 
 /// A failed send.
@@ -163,7 +212,13 @@ impl Writer {
             Ok(0) => Ok(Applied::Before),
             Ok(_) => Ok(Applied::Now),
             Err(error) => {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                // Only a clean error reply leaves the connection in step; after
+                // anything else (a timeout above all) a late reply could be
+                // read as the answer to the next command.
+                if !matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) {
                     self.con = None;
                 }
                 Err(SendError {

@@ -1,0 +1,143 @@
+//! Errors that need an operator (a totals key of the wrong type, a script
+//! refused by ACL, an overflowing count): a clear error is logged and shown
+//! by `health()`, the counts stay buffered, the flusher retries at the
+//! interval without spinning, and nothing is half applied.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{RedisServer, is_child, run_child_ok};
+use titus_count::Config;
+
+const INTERVAL: Duration = Duration::from_millis(50);
+
+fn init(url: String) -> titus_count::FlushGuard {
+    support::log_to_stderr();
+    Config::default()
+        .redis_url(url)
+        .interval(INTERVAL)
+        .io_timeout(Duration::from_millis(500))
+        .init()
+        .unwrap()
+}
+
+/// Lets the flusher retry for a while and checks it did not spin: one try
+/// per interval at most, give or take the first.
+fn assert_retries_without_spinning(needle: &str) {
+    let before = titus_count::health().unwrap().consecutive_failures;
+    std::thread::sleep(INTERVAL * 10);
+    let health = titus_count::health().unwrap();
+    assert!(health.last_error_permanent, "{health:?}");
+    assert!(
+        health.last_error.as_deref().unwrap_or("").contains(needle),
+        "{health:?}"
+    );
+    assert!(
+        health.consecutive_failures - before <= 12,
+        "{} attempts in ten intervals",
+        health.consecutive_failures - before
+    );
+    assert_eq!(health.batches_in_doubt, 1);
+}
+
+#[test]
+fn a_totals_key_of_the_wrong_type() {
+    if is_child("a_totals_key_of_the_wrong_type") {
+        let redis = RedisServer::start();
+        let mut con = redis.connection();
+        let _: () = redis::cmd("SET")
+            .arg("titus:{titus}:totals")
+            .arg("written by another program")
+            .query(&mut con)
+            .unwrap();
+        let _guard = init(redis.url());
+        titus_count::count!("wrongtype.messages", 7);
+        assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
+        assert_retries_without_spinning("WRONGTYPE");
+        assert_eq!(titus_count::health().unwrap().pending_counts, 7);
+        let _: () = redis::cmd("DEL")
+            .arg("titus:{titus}:totals")
+            .query(&mut con)
+            .unwrap();
+        titus_count::flush().expect("flush once the key is fixed");
+        assert_eq!(redis.totals("titus")["wrongtype.messages"], 7);
+        return;
+    }
+    let output = run_child_ok("a_totals_key_of_the_wrong_type", &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("[ERROR] titus-count: Redis refused batch 1"),
+        "{log}"
+    );
+    assert!(log.contains("WRONGTYPE"), "{log}");
+}
+
+#[test]
+fn a_script_refused_by_acl() {
+    if is_child("a_script_refused_by_acl") {
+        let redis = RedisServer::start();
+        let mut con = redis.connection();
+        let acl = |rule: &str| {
+            let _: () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("writer")
+                .arg(rule.split(' ').collect::<Vec<_>>())
+                .query(&mut redis.connection())
+                .unwrap();
+        };
+        acl("on >s3cret-pw ~titus:* +@all -evalsha -eval");
+        let _guard = init(format!(
+            "redis://writer:s3cret-pw@127.0.0.1:{}",
+            redis.port()
+        ));
+        titus_count::count!("acl.messages", 3);
+        assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
+        assert_retries_without_spinning("NoPerm");
+        let health = format!("{:?}", titus_count::health().unwrap());
+        assert!(!health.contains("s3cret-pw"), "{health}");
+        acl("+evalsha +eval");
+        titus_count::flush().expect("flush once the ACL allows the script");
+        let _: () = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(redis.totals("titus")["acl.messages"], 3);
+        return;
+    }
+    let output = run_child_ok("a_script_refused_by_acl", &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("[ERROR]") && log.contains("NoPerm"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "{log}");
+}
+
+#[test]
+fn an_overflowing_count_applies_nothing() {
+    if is_child("an_overflowing_count_applies_nothing") {
+        let redis = RedisServer::start();
+        let mut con = redis.connection();
+        let _: () = redis::cmd("HSET")
+            .arg("titus:{titus}:totals")
+            .arg("overflow.big")
+            .arg(i64::MAX - 50)
+            .query(&mut con)
+            .unwrap();
+        let _guard = init(redis.url());
+        titus_count::count!("overflow.small", 5);
+        titus_count::count!("overflow.big", 100);
+        assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
+        assert_retries_without_spinning("overflow");
+        // The batch is all or nothing: the stage that fits was not applied.
+        let totals = redis.totals("titus");
+        assert_eq!(totals.get("overflow.small"), None);
+        assert_eq!(totals["overflow.big"], (i64::MAX - 50) as u64);
+        let _: () = redis::cmd("HSET")
+            .arg("titus:{titus}:totals")
+            .arg("overflow.big")
+            .arg(0)
+            .query(&mut con)
+            .unwrap();
+        titus_count::flush().expect("flush once the count fits");
+        let totals = redis.totals("titus");
+        assert_eq!((totals["overflow.small"], totals["overflow.big"]), (5, 100));
+        return;
+    }
+    run_child_ok("an_overflowing_count_applies_nothing", &[]);
+}
