@@ -13,5 +13,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --workspace
+echo "==> loom model of the per-thread cell protocol"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test --release -p titus-count-runtime --lib loom
 echo "==> demo"
 scripts/demo.sh --processes 3 --messages 50000

@@ -117,3 +117,38 @@ fn flush_before_init_is_an_error() {
         Err(titus_count::FlushError::NotInitialized)
     );
 }
+
+#[test]
+fn an_unreachable_redis_does_not_hang_shutdown() {
+    if is_child("an_unreachable_redis_does_not_hang_shutdown") {
+        support::log_to_stderr();
+        let _guard = titus_count::Config::from_env()
+            .shutdown_timeout(std::time::Duration::from_millis(500))
+            .io_timeout(std::time::Duration::from_millis(300))
+            .init()
+            .unwrap();
+        titus_count::count!("shutdown.blackhole", 4);
+        return;
+    }
+    let redis = RedisServer::start();
+    let proxy = support::FaultProxy::start(redis.port());
+    // Connections are accepted, nothing is ever answered.
+    proxy.set(support::Fault::Blackhole);
+    let url = proxy.url();
+    let started = std::time::Instant::now();
+    let output = run_child_ok(
+        "an_unreachable_redis_does_not_hang_shutdown",
+        &env(&url, "blackhole"),
+    );
+    let elapsed = started.elapsed();
+    // Guard drop and exit hook each wait at most the shutdown timeout, plus
+    // one command's I/O timeout; the rest is process start-up.
+    assert!(
+        elapsed < std::time::Duration::from_secs(6),
+        "shutdown took {elapsed:?}"
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("[ERROR]"), "{log}");
+    assert!(log.contains("stage `shutdown.blackhole`: 4"), "{log}");
+    assert_eq!(redis.totals("blackhole").get("shutdown.blackhole"), None);
+}

@@ -507,6 +507,7 @@ impl Flusher {
                     let error = text.clone();
                     health::update(|h| {
                         h.consecutive_failures = failures;
+                        h.failed_attempts += 1;
                         h.last_error = Some(error);
                         h.last_error_permanent = permanent;
                     });

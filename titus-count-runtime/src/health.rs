@@ -41,6 +41,8 @@ pub struct Health {
     pub in_doubt_seq: Option<u64>,
     /// Batches Redis has acknowledged since `init`.
     pub acknowledged_batches: u64,
+    /// Delivery attempts that failed since `init`.
+    pub failed_attempts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +55,7 @@ pub(crate) struct State {
     /// Sequence number and count total of the batch in doubt.
     pub(crate) in_doubt: Option<(u64, u64)>,
     pub(crate) acknowledged_batches: u64,
+    pub(crate) failed_attempts: u64,
 }
 
 pub(crate) static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -89,5 +92,6 @@ pub fn health() -> Option<Health> {
         batches_in_doubt: usize::from(state.in_doubt.is_some()),
         in_doubt_seq: state.in_doubt.map(|(seq, _)| seq),
         acknowledged_batches: state.acknowledged_batches,
+        failed_attempts: state.failed_attempts,
     })
 }

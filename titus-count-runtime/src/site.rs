@@ -9,6 +9,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::cells::AtomicU64 as CellValue;
 use std::thread::LocalKey;
 
 use crate::cells::{Registry, ThreadRecord, registry};
@@ -92,7 +94,7 @@ impl Site {
 
 /// This thread's cell for one site; empty until the thread first counts there.
 #[derive(Debug)]
-pub struct Slot(Cell<Option<&'static AtomicU64>>);
+pub struct Slot(Cell<Option<&'static CellValue>>);
 
 impl Slot {
     /// An empty slot, for a `const` thread-local initialiser.
@@ -251,7 +253,7 @@ macro_rules! impl_count {
 }
 impl_count!(u8, u16, u32, u64, usize);
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
