@@ -50,8 +50,39 @@ pub mod __private {
         crate::cells::registry().record_count()
     }
 
-    /// Applies one batch directly, bypassing the flusher: lets tests prove
-    /// that a resent batch is not applied twice.
+    /// A batch writer outside the flusher: lets tests prove that a resent
+    /// batch is not applied twice, and benchmarks time one batch.
+    pub struct BatchWriter(crate::redis::Writer);
+
+    impl BatchWriter {
+        /// A writer for `instance` into `namespace` at `redis_url`.
+        pub fn new(redis_url: &str, namespace: &str, instance: &str) -> Result<Self, String> {
+            let config = crate::Config::default()
+                .redis_url(redis_url)
+                .namespace(namespace)
+                .resolve()
+                .map_err(|e| e.to_string())?;
+            crate::redis::Writer::new(&config, instance.to_owned())
+                .map(BatchWriter)
+                .map_err(|e| e.to_string())
+        }
+
+        /// Sends one batch; `Ok(true)` if applied now, `Ok(false)` if it had
+        /// been applied before.
+        pub fn apply(&mut self, seq: u64, deltas: &[(&'static str, u64)]) -> Result<bool, String> {
+            let batch = crate::redis::Batch {
+                seq,
+                cut_ms: 0,
+                deltas: deltas.to_vec(),
+            };
+            self.0
+                .apply(&batch, "{}")
+                .map(|applied| applied == crate::redis::Applied::Now)
+                .map_err(|e| e.error.to_string())
+        }
+    }
+
+    /// Applies one batch on a fresh connection (see [`BatchWriter`]).
     pub fn apply_batch(
         redis_url: &str,
         namespace: &str,
@@ -59,21 +90,6 @@ pub mod __private {
         seq: u64,
         deltas: &[(&'static str, u64)],
     ) -> Result<bool, String> {
-        let config = crate::Config::default()
-            .redis_url(redis_url)
-            .namespace(namespace)
-            .resolve()
-            .map_err(|e| e.to_string())?;
-        let mut writer =
-            crate::redis::Writer::new(&config, instance.to_owned()).map_err(|e| e.to_string())?;
-        let batch = crate::redis::Batch {
-            seq,
-            cut_ms: 0,
-            deltas: deltas.to_vec(),
-        };
-        writer
-            .apply(&batch, "{}")
-            .map(|applied| applied == crate::redis::Applied::Now)
-            .map_err(|e| e.error.to_string())
+        BatchWriter::new(redis_url, namespace, instance)?.apply(seq, deltas)
     }
 }

@@ -1,0 +1,165 @@
+//! What a flush costs: one batch as the number of stages grows (time, and
+//! Redis round trips per batch), collecting as the number of threads grows,
+//! and the flusher's CPU use at the default interval.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use titus_count::__private::BatchWriter;
+
+fn evalsha_calls(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Sixteen sites, each counted once on the calling thread.
+fn touch_sixteen_sites() {
+    titus_count::count!("collect.s00");
+    titus_count::count!("collect.s01");
+    titus_count::count!("collect.s02");
+    titus_count::count!("collect.s03");
+    titus_count::count!("collect.s04");
+    titus_count::count!("collect.s05");
+    titus_count::count!("collect.s06");
+    titus_count::count!("collect.s07");
+    titus_count::count!("collect.s08");
+    titus_count::count!("collect.s09");
+    titus_count::count!("collect.s10");
+    titus_count::count!("collect.s11");
+    titus_count::count!("collect.s12");
+    titus_count::count!("collect.s13");
+    titus_count::count!("collect.s14");
+    titus_count::count!("collect.s15");
+}
+
+fn flush(c: &mut Criterion) {
+    let redis = support::RedisServer::start();
+    let mut con = redis.connection();
+
+    // One batch, by number of stages touched.
+    let mut g = c.benchmark_group("flush_batch");
+    g.sample_size(20);
+    for stages in [1usize, 10, 100, 1_000, 10_000] {
+        let names: Vec<&'static str> = (0..stages)
+            .map(|i| &*Box::leak(format!("stage.{i:05}").into_boxed_str()))
+            .collect();
+        let deltas: Vec<(&'static str, u64)> = names.iter().map(|n| (*n, 3)).collect();
+        let mut writer =
+            BatchWriter::new(&redis.url(), "bench", &format!("bench-{stages}")).unwrap();
+        let mut seq = 0u64;
+        let before = evalsha_calls(&mut con);
+        let mut batches = 0u64;
+        g.throughput(Throughput::Elements(stages as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(stages), &stages, |b, _| {
+            b.iter(|| {
+                seq += 1;
+                batches += 1;
+                assert!(writer.apply(seq, &deltas).unwrap());
+            })
+        });
+        let calls = evalsha_calls(&mut con) - before;
+        // The first batch of a new connection may need an EVAL as well.
+        println!(
+            "flush_batch/{stages}: {calls} EVALSHA for {batches} batches ({:.2} round trips per batch)",
+            calls as f64 / batches as f64
+        );
+    }
+    g.finish();
+
+    // Collecting every thread's cells, by number of live threads (16 sites each).
+    let mut g = c.benchmark_group("collect");
+    for threads in [1usize, 4, 16, 64] {
+        let ready = Arc::new(Barrier::new(threads + 1));
+        let done = Arc::new(Barrier::new(threads + 1));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ready, done) = (ready.clone(), done.clone());
+                std::thread::spawn(move || {
+                    touch_sixteen_sites();
+                    ready.wait();
+                    done.wait();
+                })
+            })
+            .collect();
+        ready.wait();
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, _| {
+            b.iter(|| black_box(titus_count::local_totals()))
+        });
+        done.wait();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+    g.finish();
+
+    // The flusher's CPU at the default interval while 4 threads count flat out.
+    let _guard = titus_count::Config::default()
+        .redis_url(redis.url())
+        .init()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counters: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        titus_count::count!("flusher_cpu.messages");
+                    }
+                    touch_sixteen_sites();
+                }
+            })
+        })
+        .collect();
+    let cpu_before = flusher_cpu_ticks();
+    let wall = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let ticks = flusher_cpu_ticks() - cpu_before;
+    let wall = wall.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in counters {
+        c.join().unwrap();
+    }
+    println!(
+        "flusher_cpu: {:.3}% of one core at the default interval ({} ms CPU in {:.1} s)",
+        ticks as f64 * 10.0 / wall.as_millis() as f64 * 100.0,
+        ticks * 10,
+        wall.as_secs_f64()
+    );
+}
+
+/// User plus system CPU of the flusher thread, in clock ticks (10 ms).
+fn flusher_cpu_ticks() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == "titus-count-flu" || comm.trim().starts_with("titus-count") {
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no flusher thread");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    targets = flush
+}
+criterion_main!(benches);

@@ -1,0 +1,204 @@
+//! Cost of counting one call, titus-count against the peers, each with one
+//! thread and with as many threads as there are cores (time per call per
+//! thread: contention shows as a rise with more threads).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::net::UdpSocket;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use titus_count::counted;
+
+#[inline(never)]
+fn uninstrumented(x: u64) -> u64 {
+    black_box(x).wrapping_add(1)
+}
+
+#[inline(never)]
+#[counted("bench.counted")]
+fn titus_counted(x: u64) -> u64 {
+    black_box(x).wrapping_add(1)
+}
+
+#[inline(never)]
+fn titus_count_macro(x: u64) -> u64 {
+    titus_count::count!("bench.count_macro");
+    black_box(x).wrapping_add(1)
+}
+
+static SHARED: AtomicU64 = AtomicU64::new(0);
+
+#[inline(never)]
+fn shared_atomic(x: u64) -> u64 {
+    SHARED.fetch_add(1, Ordering::Relaxed);
+    black_box(x).wrapping_add(1)
+}
+
+#[inline(never)]
+fn metrics_macro(x: u64) -> u64 {
+    metrics::counter!("bench_metrics_macro").increment(1);
+    black_box(x).wrapping_add(1)
+}
+
+static METRICS_HANDLE: OnceLock<metrics::Counter> = OnceLock::new();
+
+#[inline(never)]
+fn metrics_handle(x: u64) -> u64 {
+    METRICS_HANDLE
+        .get_or_init(|| metrics::counter!("bench_metrics_handle"))
+        .increment(1);
+    black_box(x).wrapping_add(1)
+}
+
+fn prometheus_counter() -> &'static prometheus::IntCounter {
+    static COUNTER: OnceLock<prometheus::IntCounter> = OnceLock::new();
+    COUNTER.get_or_init(|| prometheus::IntCounter::new("bench_prometheus", "calls").unwrap())
+}
+
+#[inline(never)]
+fn prometheus_inc(x: u64) -> u64 {
+    prometheus_counter().inc();
+    black_box(x).wrapping_add(1)
+}
+
+thread_local! {
+    static PROMETHEUS_LOCAL: prometheus::local::LocalIntCounter = prometheus_counter().local();
+    static UDP: RefCell<Option<UdpSocket>> = const { RefCell::new(None) };
+    static REDIS: RefCell<Option<redis::Connection>> = const { RefCell::new(None) };
+}
+
+#[inline(never)]
+fn prometheus_local(x: u64) -> u64 {
+    PROMETHEUS_LOCAL.with(|c| {
+        c.inc();
+        // The local counter must be flushed into the shared one now and then.
+        if x.is_multiple_of(1024) {
+            c.flush();
+        }
+    });
+    black_box(x).wrapping_add(1)
+}
+
+static UDP_TARGET: OnceLock<std::net::SocketAddr> = OnceLock::new();
+
+#[inline(never)]
+fn udp_datagram(x: u64) -> u64 {
+    UDP.with(|s| {
+        let mut s = s.borrow_mut();
+        let socket = s.get_or_insert_with(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+        let _ = socket.send_to(b"bench.udp:1|c", UDP_TARGET.get().unwrap());
+    });
+    black_box(x).wrapping_add(1)
+}
+
+static REDIS_URL: OnceLock<String> = OnceLock::new();
+
+#[inline(never)]
+fn redis_incr(x: u64) -> u64 {
+    REDIS.with(|c| {
+        let mut c = c.borrow_mut();
+        let con = c.get_or_insert_with(|| {
+            redis::Client::open(REDIS_URL.get().unwrap().as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap()
+        });
+        let _: i64 = redis::cmd("INCR").arg("bench:incr").query(con).unwrap();
+    });
+    black_box(x).wrapping_add(1)
+}
+
+/// A named way of making the benchmarked call.
+type Approach = (&'static str, fn(u64) -> u64);
+
+fn run(c: &mut Criterion, group: &str, approaches: &[Approach]) {
+    let mut g = c.benchmark_group(group);
+    for threads in [1, common::cores()] {
+        for (name, f) in approaches {
+            g.bench_with_input(BenchmarkId::new(*name, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| {
+                    common::per_thread(threads, iters, |i| {
+                        black_box(f(i));
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn per_call(c: &mut Criterion) {
+    common::RegistryRecorder::install();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    UDP_TARGET.set(sink.local_addr().unwrap()).unwrap();
+
+    run(
+        c,
+        "per_call",
+        &[
+            ("uninstrumented", uninstrumented),
+            ("titus_counted", titus_counted),
+            ("titus_count_macro", titus_count_macro),
+            ("shared_atomic", shared_atomic),
+            ("prometheus_local", prometheus_local),
+            ("prometheus", prometheus_inc),
+            ("metrics_handle", metrics_handle),
+            ("metrics_macro", metrics_macro),
+            ("udp_datagram", udp_datagram),
+        ],
+    );
+
+    // The naive approach: one Redis round trip per call.
+    let redis = support::RedisServer::start();
+    REDIS_URL.set(redis.url()).unwrap();
+    {
+        let mut g = c.benchmark_group("per_call_redis");
+        g.sample_size(10).measurement_time(Duration::from_secs(3));
+        for threads in [1, common::cores()] {
+            g.bench_with_input(
+                BenchmarkId::new("redis_incr", threads),
+                &threads,
+                |b, &t| {
+                    b.iter_custom(|iters| {
+                        common::per_thread(t, iters, |i| {
+                            black_box(redis_incr(i));
+                        })
+                    })
+                },
+            );
+        }
+        g.finish();
+    }
+
+    // The hot path with a flusher running every millisecond: unchanged, as
+    // the flusher only reads the cells (no false sharing).
+    let _guard = titus_count::Config::default()
+        .redis_url(redis.url())
+        .interval(Duration::from_millis(1))
+        .init()
+        .unwrap();
+    run(
+        c,
+        "per_call_flusher_running",
+        &[
+            ("uninstrumented", uninstrumented),
+            ("titus_counted", titus_counted),
+        ],
+    );
+    drop(sink);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = per_call
+}
+criterion_main!(benches);
