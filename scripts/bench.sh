@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every benchmark (each starts its own redis-server), counts the hot
+# path's instructions with callgrind, and writes the results table to
+# benches/results.md and the chart to benches/results.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_redis_server
+command -v valgrind >/dev/null || { sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo; $sudo_ apt-get install -y -qq valgrind; }
+
+cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
+
+cargo build --release --example hot_path
+CALLS=2000000
+CALLGRIND="calls $CALLS"
+for mode in plain counted count_macro; do
+    out="$(mktemp)"
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        target/release/examples/hot_path "$mode" "$CALLS" 2>&1 | grep -q refs
+    refs="$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
+    rm -f "$out"
+    CALLGRIND="$CALLGRIND
+$mode $refs"
+done
+export CALLGRIND
+
+{
+    echo "Measured on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
+    echo
+    python3 scripts/bench_report.py
+    echo
+    grep -E '^(flush_batch/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
+} > benches/results.md
+cat benches/results.md

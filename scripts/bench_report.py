@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Reads criterion's results and the callgrind counts, prints the results
+table (median, min and max per call or per message, ratio to the baseline)
+as Markdown, and draws benches/results.svg."""
+
+import json
+import os
+import sys
+
+CRITERION = os.path.join("target", "criterion")
+
+
+def load(group, function, param):
+    base = os.path.join(CRITERION, group, function, str(param), "new")
+    try:
+        est = json.load(open(os.path.join(base, "estimates.json")))
+        sample = json.load(open(os.path.join(base, "sample.json")))
+    except FileNotFoundError:
+        return None
+    per_iter = [t / n for t, n in zip(sample["times"], sample["iters"])]
+    return est["median"]["point_estimate"], min(per_iter), max(per_iter)
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.2f} ns"
+
+
+def per_call_rows(threads):
+    rows = []
+    names = [
+        ("uninstrumented", "uninstrumented call", "per_call"),
+        ("titus_counted", "`#[counted]`", "per_call"),
+        ("titus_count_macro", "`count!`", "per_call"),
+        ("shared_atomic", "shared `AtomicU64::fetch_add`", "per_call"),
+        ("prometheus_local", "prometheus `LocalIntCounter`", "per_call"),
+        ("prometheus", "prometheus `IntCounter`", "per_call"),
+        ("metrics_handle", "metrics, cached `Counter` handle", "per_call"),
+        ("metrics_macro", "metrics, `counter!` each call", "per_call"),
+        ("udp_datagram", "UDP datagram per call (statsd)", "per_call"),
+        ("redis_incr", "Redis `INCR` per call", "per_call_redis"),
+    ]
+    base = load("per_call", "uninstrumented", threads)
+    for key, label, group in names:
+        r = load(group, key, threads)
+        if r:
+            rows.append((key, label, r, r[0] / base[0] if base else None))
+    return rows
+
+
+def main():
+    out = []
+    cores = sorted(
+        {int(p) for p in os.listdir(os.path.join(CRITERION, "per_call", "uninstrumented")) if p.isdigit()}
+    )
+    out.append("### Per call (time per call per thread)\n")
+    header = "| approach | " + " | ".join(
+        f"{t} thread{'s' if t > 1 else ''}: median (min-max) | ratio" for t in cores
+    ) + " |"
+    out.append(header)
+    out.append("|---" * (1 + 2 * len(cores)) + "|")
+    tables = {t: per_call_rows(t) for t in cores}
+    for i, (key, label, _, _) in enumerate(tables[cores[0]]):
+        cells = []
+        for t in cores:
+            _, _, (med, lo, hi), ratio = tables[t][i]
+            cells.append(f"{fmt_ns(med)} ({fmt_ns(lo)}-{fmt_ns(hi)})")
+            cells.append(f"{ratio:.2f}x" if ratio else "")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    callgrind = os.environ.get("CALLGRIND")
+    if callgrind:
+        out.append("\n### Instructions per call (callgrind)\n")
+        out.append("| function | instructions per call | over uninstrumented |")
+        out.append("|---|---|---|")
+        counts = dict(line.split() for line in callgrind.strip().splitlines())
+        calls = float(counts.pop("calls"))
+        plain = float(counts["plain"]) / calls
+        for mode, label in [("plain", "uninstrumented"), ("counted", "`#[counted]`"), ("count_macro", "`count!`")]:
+            per = float(counts[mode]) / calls
+            out.append(f"| {label} | {per:.1f} | {per - plain:+.1f} |")
+
+    out.append("\n### Pipeline (messages per second)\n")
+    out.append("| pipeline | median (min-max) | ratio to not counted |")
+    out.append("|---|---|---|")
+    base = load("pipeline", "not_counted", 100000)
+    for group, key, n, label in [
+        ("pipeline", "not_counted", 100000, "not counted"),
+        ("pipeline", "titus_count", 100000, "titus-count"),
+        ("pipeline", "metrics", 100000, "metrics crate"),
+        ("pipeline_redis", "redis_incr", 2000, "Redis `INCR` per message and stage"),
+    ]:
+        r = load(group, key, n)
+        if not r:
+            continue
+        rate = lambda ns: n / (ns / 1e9)
+        med, lo, hi = (rate(x) for x in r)
+        ratio = rate(r[0]) / rate(base[0]) if base else 0
+        out.append(f"| {label} | {med:,.0f}/s ({hi:,.0f}-{lo:,.0f}) | {ratio:.3f}x |")
+
+    out.append("\n### One flush (one batch, one round trip)\n")
+    out.append("| stages in the batch | median (min-max) |")
+    out.append("|---|---|")
+    for stages in [1, 10, 100, 1000, 10000]:
+        r = load("flush_batch", str(stages), "")
+        r = r or load("flush_batch", stages, "")
+        path = os.path.join(CRITERION, "flush_batch", str(stages), "new")
+        if os.path.isdir(path):
+            est = json.load(open(os.path.join(path, "estimates.json")))
+            sample = json.load(open(os.path.join(path, "sample.json")))
+            per = [t / n for t, n in zip(sample["times"], sample["iters"])]
+            out.append(f"| {stages} | {fmt_ns(est['median']['point_estimate'])} ({fmt_ns(min(per))}-{fmt_ns(max(per))}) |")
+
+    print("\n".join(out))
+    chart(tables, cores)
+
+
+def chart(tables, cores):
+    """A horizontal bar chart of per-call cost, log scale, one bar per thread count."""
+    rows = tables[cores[0]]
+    width, left, bar, gap = 900, 290, 9, 8
+    height = 40 + len(rows) * (bar * len(cores) + gap) + 40
+    import math
+
+    lo, hi = 1.0, 1e6
+    scale = lambda ns: left + (math.log10(max(ns, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (width - left - 20)
+    colors = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5"]
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">']
+    svg.append(f'<rect width="{width}" height="{height}" fill="white"/>')
+    svg.append(f'<text x="{left}" y="20" font-size="14">Cost of counting one call (time per call per thread, log scale)</text>')
+    y = 40
+    for i, (key, label, _, _) in enumerate(rows):
+        svg.append(f'<text x="{left - 8}" y="{y + bar * len(cores) / 2 + 4}" text-anchor="end">{label.replace("`", "")}</text>')
+        for j, t in enumerate(cores):
+            med = tables[t][i][2][0]
+            svg.append(f'<rect x="{left}" y="{y}" width="{scale(med) - left:.1f}" height="{bar - 1}" fill="{colors[j % 4]}"/>')
+            svg.append(f'<text x="{scale(med) + 4:.1f}" y="{y + bar - 1}" font-size="10">{fmt_ns(med)}</text>')
+            y += bar
+        y += gap
+    for p in range(0, 7):
+        x = scale(10 ** p)
+        svg.append(f'<line x1="{x:.1f}" y1="35" x2="{x:.1f}" y2="{y}" stroke="#ddd"/>')
+        svg.append(f'<text x="{x:.1f}" y="{y + 14}" text-anchor="middle" font-size="10">{fmt_ns(10 ** p)}</text>')
+    for j, t in enumerate(cores):
+        svg.append(f'<rect x="{left + j * 120}" y="{y + 22}" width="10" height="10" fill="{colors[j % 4]}"/>')
+        svg.append(f'<text x="{left + j * 120 + 14}" y="{y + 31}">{t} thread{"s" if t > 1 else ""}</text>')
+    svg.append("</svg>")
+    with open(os.path.join("benches", "results.svg"), "w") as f:
+        f.write("\n".join(svg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
