@@ -146,7 +146,12 @@ fn flusher_cpu_ns() -> u64 {
         // Thread names are cut to 15 bytes: `titus-count-flu`.
         if comm.trim().starts_with("titus-count-flu") {
             let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap();
-            return schedstat.split_whitespace().next().unwrap().parse().unwrap();
+            return schedstat
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
         }
     }
     panic!("no flusher thread");

@@ -12,6 +12,16 @@ ensure_redis_server() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
+# The reference parser of the Prometheus text format, which the tests use to
+# check `titus-count serve`.
+ensure_prometheus_parser() {
+    python3 -c 'import prometheus_client' 2>/dev/null && return
+    echo "==> installing the Python prometheus-client (test only)"
+    python3 -m pip install -q prometheus-client 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages prometheus-client 2>/dev/null \
+        || { local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-prometheus-client >/dev/null; }
+}
+
 ensure_rust_components() {
     for component in rustfmt clippy; do
         if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

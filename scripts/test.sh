@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ensure_redis_server
 ensure_rust_components
+ensure_prometheus_parser
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

@@ -209,8 +209,9 @@ pub use titus_count_macros::counted;
 
 pub use titus_count_runtime::count;
 pub use titus_count_runtime::{
-    Config, FlushError, FlushGuard, Health, InitError, ReadError, flush, flush_timeout, health,
-    init, instance_id, local_totals, read_totals,
+    Completeness, Config, FlushError, FlushGuard, Health, InitError, Instance, Minute, ReadError,
+    Reader, Snapshot, epoch_minute, flush, flush_timeout, health, init, instance_id, local_totals,
+    read_totals,
 };
 
 /// Names of the environment variables and the defaults, for tools and tests.

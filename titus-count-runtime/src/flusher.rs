@@ -387,7 +387,7 @@ impl Flusher {
             let retry_due = self.in_doubt.is_some() && now >= self.retry_at;
             let waiting = !self.waiters.is_empty() && now >= self.retry_at;
             if urgent || retry_due || waiting || (tick && self.in_doubt.is_none()) {
-                self.deliver();
+                self.deliver(tick);
             } else if tick {
                 // In back-off: still collect, so finished threads' records
                 // are recycled and local totals stay fresh.
@@ -419,7 +419,10 @@ impl Flusher {
 
     /// Sends the batch in doubt, or cuts a new one; keeps going while a
     /// waiter needs a later batch.
-    fn deliver(&mut self) {
+    ///
+    /// On a tick, a batch goes out even with no counts: it tells readers
+    /// this instance is alive and how far its counts are complete.
+    fn deliver(&mut self, mut heartbeat: bool) {
         loop {
             if self.in_doubt.is_none() {
                 let deltas = {
@@ -427,9 +430,10 @@ impl Flusher {
                     reg.collect();
                     reg.take_pending()
                 };
-                if deltas.is_empty() {
+                if deltas.is_empty() && !heartbeat {
                     break;
                 }
+                heartbeat = false;
                 self.seq += 1;
                 let total = deltas.iter().fold(0u64, |a, (_, d)| a.saturating_add(*d));
                 let seq = self.seq;
@@ -441,7 +445,7 @@ impl Flusher {
                 });
             }
             let batch = self.in_doubt.as_ref().expect("a batch is in doubt");
-            let record = self.instance_record(batch.seq);
+            let record = self.instance_record(batch);
             match self.writer.apply(batch, &record) {
                 Ok(applied) => {
                     if applied == Applied::Before {
@@ -518,16 +522,20 @@ impl Flusher {
         }
     }
 
-    fn instance_record(&self, seq: u64) -> String {
+    /// The instance's record in `titus:{NS}:instances`, sent with each batch.
+    /// `complete_ms` is when the batch was cut: every count this process made
+    /// before it is in this batch or an earlier one.
+    fn instance_record(&self, batch: &Batch) -> String {
         let pending = registry().has_pending();
         format!(
-            "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
+            "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
             json_string(&self.host),
             std::process::id(),
             self.started_ms,
             now_ms(),
+            batch.cut_ms,
             self.interval.as_millis(),
-            seq,
+            batch.seq,
             pending,
         )
     }

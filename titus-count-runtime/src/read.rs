@@ -1,17 +1,24 @@
-//! The read side: global totals from Redis.
+//! The read side: global totals, per-minute history, the instances that
+//! flush, and up to when the totals are complete.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, Resolved};
 use crate::error::ReadError;
 use crate::redis::{Keys, connect, describe};
+
+/// An instance not heard from for this many intervals (plus a margin for
+/// clock skew) is stale: presumed gone.
+const STALE_INTERVALS: u32 = 3;
+const STALE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The global totals of the configured namespace, summed over every process
 /// that has flushed to it: stage -> count.
 ///
 /// Reads the hash `titus:{NAMESPACE}:totals`. Counts still waiting in some
 /// process's memory (at most one interval's worth while it runs) are not in
-/// it yet.
+/// it yet; [`Reader::snapshot`] says up to when the totals are complete.
 ///
 /// # Errors
 ///
@@ -29,18 +36,397 @@ use crate::redis::{Keys, connect, describe};
 /// # Ok::<(), titus_count_runtime::ReadError>(())
 /// ```
 pub fn read_totals(config: &Config) -> Result<BTreeMap<String, u64>, ReadError> {
-    let config = config.resolve()?;
-    let redis_error = |e: redis::RedisError| ReadError::Redis(describe(&e, &config.redis_url));
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(redis_error)?;
-    let mut con = connect(&client, config.io_timeout).map_err(redis_error)?;
-    let raw: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(Keys::new(&config.namespace).totals())
-        .query(&mut con)
-        .map_err(redis_error)?;
+    Reader::connect(config)?.totals()
+}
+
+/// A process that flushes to the namespace, as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Instance {
+    /// The instance id (unique per process run).
+    pub id: String,
+    /// Host name of the process.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When the process started its flusher.
+    pub started: SystemTime,
+    /// When it last sent a batch.
+    pub last_flush: SystemTime,
+    /// Every count the process made before this time is in the totals.
+    pub complete: SystemTime,
+    /// Its flush interval.
+    pub interval: Duration,
+    /// Sequence number of its last batch.
+    pub seq: u64,
+    /// Whether it had more counts waiting when it last flushed.
+    pub pending: bool,
+    /// Not heard from for a few intervals: presumed gone, and left out of
+    /// the completeness time.
+    pub stale: bool,
+}
+
+/// Up to when the totals are complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Completeness {
+    /// The oldest completeness time over live instances: the totals include
+    /// every count made before it. `None` without live instances.
+    pub complete_up_to: Option<SystemTime>,
+    /// Every live instance has flushed with nothing pending.
+    pub settled: bool,
+    /// Instances heard from lately.
+    pub live: usize,
+    /// Instances presumed gone.
+    pub stale: usize,
+}
+
+/// Totals, instances and completeness, read at one point in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The namespace read.
+    pub namespace: String,
+    /// stage -> all-time count.
+    pub totals: BTreeMap<String, u64>,
+    /// Every instance that has flushed, live or stale, oldest first.
+    pub instances: Vec<Instance>,
+    /// Up to when `totals` is complete.
+    pub completeness: Completeness,
+}
+
+/// The counts flushed during one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Minute {
+    /// Minutes since the Unix epoch.
+    pub minute: u64,
+    /// stage -> count, for the stages asked for (0 where none).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// A connection for reading a namespace, reused across reads (for tools
+/// that refresh or serve the counts).
+///
+/// # Examples
+///
+/// ```no_run
+/// use titus_count_runtime::{Config, Reader};
+///
+/// let mut reader = Reader::connect(&Config::from_env())?;
+/// let snapshot = reader.snapshot()?;
+/// println!("{} stages, settled: {}", snapshot.totals.len(), snapshot.completeness.settled);
+/// # Ok::<(), titus_count_runtime::ReadError>(())
+/// ```
+pub struct Reader {
+    config: Resolved,
+    keys: Keys,
+    con: redis::Connection,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// Connects to the configured Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Config`] for a malformed configuration,
+    /// [`ReadError::Redis`] if Redis cannot be reached.
+    pub fn connect(config: &Config) -> Result<Self, ReadError> {
+        let config = config.resolve()?;
+        let redis_error = |e: redis::RedisError| ReadError::Redis(describe(&e, &config.redis_url));
+        let client = redis::Client::open(config.redis_url.as_str()).map_err(redis_error)?;
+        let con = connect(&client, config.io_timeout).map_err(redis_error)?;
+        Ok(Reader {
+            keys: Keys::new(&config.namespace),
+            config,
+            con,
+        })
+    }
+
+    /// The namespace this reader reads.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    fn error(&self, e: redis::RedisError) -> ReadError {
+        ReadError::Redis(describe(&e, &self.config.redis_url))
+    }
+
+    /// The global totals: stage -> all-time count.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_totals`].
+    pub fn totals(&mut self) -> Result<BTreeMap<String, u64>, ReadError> {
+        let raw: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.keys.totals())
+            .query(&mut self.con)
+            .map_err(|e| self.error(e))?;
+        parse_counts(raw)
+    }
+
+    /// Totals, instances and completeness, read atomically (one
+    /// `MULTI`/`EXEC` on keys of one hash slot).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_totals`], and [`ReadError::Malformed`] for an instance
+    /// record that cannot be read.
+    pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
+        let (totals, instances): (Fields, Fields) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(self.keys.totals())
+            .cmd("HGETALL")
+            .arg(self.keys.instances())
+            .query(&mut self.con)
+            .map_err(|e| self.error(e))?;
+        let now = SystemTime::now();
+        let mut instances = instances
+            .into_iter()
+            .map(|(id, json)| parse_instance(id, &json, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        instances.sort_by_key(|i| (i.started, i.id.clone()));
+        Ok(Snapshot {
+            namespace: self.config.namespace.clone(),
+            totals: parse_counts(totals)?,
+            completeness: completeness(&instances),
+            instances,
+        })
+    }
+
+    /// The per-minute counts of `stages` for the minutes `from..=to`
+    /// (minutes since the Unix epoch), oldest first, in one round trip.
+    /// Minutes older than the history retention read as zero.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_totals`].
+    pub fn history(
+        &mut self,
+        stages: &[String],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Minute>, ReadError> {
+        if stages.is_empty() || from > to {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for minute in from..=to {
+            pipe.cmd("HMGET").arg(self.keys.minute(minute)).arg(stages);
+        }
+        let rows: Vec<Vec<Option<String>>> =
+            pipe.query(&mut self.con).map_err(|e| self.error(e))?;
+        (from..=to)
+            .zip(rows)
+            .map(|(minute, values)| {
+                let counts = stages
+                    .iter()
+                    .zip(values)
+                    .map(|(stage, value)| {
+                        let count = match value {
+                            None => 0,
+                            Some(v) => v.parse().map_err(|_| ReadError::Malformed {
+                                stage: stage.clone(),
+                                value: v,
+                            })?,
+                        };
+                        Ok((stage.clone(), count))
+                    })
+                    .collect::<Result<_, ReadError>>()?;
+                Ok(Minute { minute, counts })
+            })
+            .collect()
+    }
+}
+
+/// Minutes since the Unix epoch of a time.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// assert_eq!(titus_count_runtime::epoch_minute(UNIX_EPOCH + Duration::from_secs(125)), 2);
+/// ```
+pub fn epoch_minute(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+/// The field-value pairs of a hash.
+type Fields = Vec<(String, String)>;
+
+fn parse_counts(raw: Fields) -> Result<BTreeMap<String, u64>, ReadError> {
     raw.into_iter()
         .map(|(stage, value)| match value.parse::<u64>() {
             Ok(count) => Ok((stage, count)),
             Err(_) => Err(ReadError::Malformed { stage, value }),
         })
         .collect()
+}
+
+fn completeness(instances: &[Instance]) -> Completeness {
+    let live: Vec<&Instance> = instances.iter().filter(|i| !i.stale).collect();
+    Completeness {
+        complete_up_to: live.iter().map(|i| i.complete).min(),
+        settled: !live.is_empty() && live.iter().all(|i| !i.pending),
+        live: live.len(),
+        stale: instances.len() - live.len(),
+    }
+}
+
+fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, ReadError> {
+    let malformed = || ReadError::Malformed {
+        stage: format!("instance {id}"),
+        value: json.to_owned(),
+    };
+    let fields = parse_flat_json(json).ok_or_else(malformed)?;
+    let number = |key: &str| -> Result<u64, ReadError> {
+        fields
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(malformed)
+    };
+    let ms = |key: &str| number(key).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let last_flush = ms("last_flush_ms")?;
+    let interval = Duration::from_millis(number("interval_ms")?);
+    let stale = now
+        .duration_since(last_flush)
+        .is_ok_and(|age| age > interval * STALE_INTERVALS + STALE_MARGIN);
+    Ok(Instance {
+        host: fields.get("host").cloned().unwrap_or_default(),
+        pid: u32::try_from(number("pid")?).map_err(|_| malformed())?,
+        started: ms("started_ms")?,
+        last_flush,
+        // Records written before `complete_ms` existed: the flush time.
+        complete: ms("complete_ms").unwrap_or(last_flush),
+        interval,
+        seq: number("seq")?,
+        pending: fields.get("pending").is_some_and(|v| v == "true"),
+        stale,
+        id,
+    })
+}
+
+/// Parses a flat JSON object of strings, numbers and booleans into its
+/// fields as text (strings unescaped). `None` if it is not one.
+fn parse_flat_json(json: &str) -> Option<BTreeMap<String, String>> {
+    let mut chars = json.trim().chars().peekable();
+    let mut fields = BTreeMap::new();
+    let skip_ws = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+    };
+    let string = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+        let mut out = String::new();
+        loop {
+            match chars.next()? {
+                '"' => return Some(out),
+                '\\' => match chars.next()? {
+                    'u' => {
+                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    c => out.push(c),
+                },
+                c => out.push(c),
+            }
+        }
+    };
+    if chars.next()? != '{' {
+        return None;
+    }
+    loop {
+        skip_ws(&mut chars);
+        match chars.next()? {
+            '}' => return Some(fields),
+            '"' => {}
+            _ => return None,
+        }
+        let key = string(&mut chars)?;
+        skip_ws(&mut chars);
+        if chars.next()? != ':' {
+            return None;
+        }
+        skip_ws(&mut chars);
+        let value = if chars.peek() == Some(&'"') {
+            chars.next();
+            string(&mut chars)?
+        } else {
+            let mut v = String::new();
+            while chars
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+            {
+                v.push(chars.next()?);
+            }
+            v
+        };
+        fields.insert(key, value);
+        skip_ws(&mut chars);
+        match chars.peek()? {
+            ',' => {
+                chars.next();
+            }
+            '}' => {}
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_records_parse() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let json = r#"{"host":"web-\"1\"","pid":42,"started_ms":900000,"last_flush_ms":999000,"complete_ms":998500,"interval_ms":2000,"seq":7,"pending":false}"#;
+        let i = parse_instance("abc".into(), json, now).unwrap();
+        assert_eq!(i.host, "web-\"1\"");
+        assert_eq!((i.pid, i.seq, i.pending, i.stale), (42, 7, false, false));
+        assert_eq!(i.complete, UNIX_EPOCH + Duration::from_millis(998_500));
+        // Not heard from for 3 intervals plus the margin: stale.
+        let later = now + Duration::from_secs(12);
+        assert!(parse_instance("abc".into(), json, later).unwrap().stale);
+        assert!(parse_instance("abc".into(), "{\"pid\":", now).is_err());
+    }
+
+    #[test]
+    fn completeness_is_the_oldest_live_instance() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let instance = |complete, pending, stale| Instance {
+            id: String::new(),
+            host: String::new(),
+            pid: 1,
+            started: at(0),
+            last_flush: at(complete),
+            complete: at(complete),
+            interval: Duration::from_secs(2),
+            seq: 1,
+            pending,
+            stale,
+        };
+        let c = completeness(&[
+            instance(100, false, false),
+            instance(90, false, false),
+            instance(10, true, true),
+        ]);
+        assert_eq!(c.complete_up_to, Some(at(90)));
+        assert!(c.settled);
+        assert_eq!((c.live, c.stale), (2, 1));
+        assert!(!completeness(&[instance(100, true, false)]).settled);
+        assert_eq!(completeness(&[]).complete_up_to, None);
+    }
 }
