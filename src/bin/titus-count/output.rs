@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn times_format_as_utc() {
         assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        let t = UNIX_EPOCH + Duration::from_secs(1_796_310_602);
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_317_802);
         assert_eq!(format_time(t), "2026-12-03 17:10:02 UTC");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(format_time(leap), "2000-02-29 00:00:00 UTC");

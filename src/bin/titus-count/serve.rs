@@ -73,10 +73,10 @@ struct Cache {
 
 impl Cache {
     fn get(&mut self) -> Result<String, String> {
-        if let Some((at, result)) = &self.last {
-            if at.elapsed() < self.ttl {
-                return result.clone();
-            }
+        if let Some((at, result)) = &self.last
+            && at.elapsed() < self.ttl
+        {
+            return result.clone();
         }
         let result = self.read();
         if result.is_err() {
