@@ -82,6 +82,20 @@ pub mod __private {
         }
     }
 
+    impl BatchWriter {
+        /// Sends one batch as `instance`, on this writer's connection: lets
+        /// a load generator play many instances over few connections.
+        pub fn apply_as(
+            &mut self,
+            instance: &str,
+            seq: u64,
+            deltas: &[(&'static str, u64)],
+        ) -> Result<bool, String> {
+            self.0.set_instance(instance);
+            self.apply(seq, deltas)
+        }
+    }
+
     /// Applies one batch on a fresh connection (see [`BatchWriter`]).
     pub fn apply_batch(
         redis_url: &str,

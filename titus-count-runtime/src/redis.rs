@@ -175,6 +175,11 @@ impl Writer {
         })
     }
 
+    /// Writes as another instance from now on (load simulation only).
+    pub(crate) fn set_instance(&mut self, instance: &str) {
+        instance.clone_into(&mut self.instance);
+    }
+
     fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
         if self.con.is_none() {
             self.con = Some(connect(&self.client, self.io_timeout)?);

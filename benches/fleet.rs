@@ -1,0 +1,155 @@
+//! Fleet simulation: many counting processes (each a distinct instance with
+//! its own sequence numbers) flushing a realistic batch once a second into
+//! one Redis. For growing fleet sizes it reports flush latency, Redis CPU
+//! and Redis memory per instance, and stops where latency nears the interval.
+//!
+//! `cargo bench --bench fleet` (prints a table; `scripts/bench.sh` keeps it).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use titus_count::__private::BatchWriter;
+
+/// Each simulated process flushes this often...
+const INTERVAL: Duration = Duration::from_secs(1);
+/// ...a batch of this many stages (a pipeline's handlers and outcomes).
+const STAGES: usize = 20;
+/// Load generator threads, each with one connection.
+const WORKERS: usize = 8;
+/// How long each fleet size is measured.
+const ROUND: Duration = Duration::from_secs(4);
+
+fn info(con: &mut redis::Connection, section: &str, field: &str) -> f64 {
+    let text: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+struct Round {
+    processes: usize,
+    p50: Duration,
+    p99: Duration,
+    redis_cpu: f64,
+    bytes_per_instance: f64,
+    on_time: bool,
+}
+
+fn round(redis: &support::RedisServer, processes: usize, generation: usize) -> Round {
+    let mut con = redis.connection();
+    let mem_before = info(&mut con, "memory", "used_memory");
+    let cpu = |con: &mut redis::Connection| {
+        info(con, "cpu", "used_cpu_sys") + info(con, "cpu", "used_cpu_user")
+    };
+    let cpu_before = cpu(&mut con);
+    let started = Instant::now();
+    let names: Vec<&'static str> = (0..STAGES)
+        .map(|i| &*Box::leak(format!("fleet.stage{i:02}").into_boxed_str()))
+        .collect();
+    let results: Vec<(Vec<Duration>, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let names = &names;
+                let url = redis.url();
+                s.spawn(move || {
+                    let mut writer = BatchWriter::new(&url, "fleet", "unused").unwrap();
+                    let mine: Vec<usize> = (w..processes).step_by(WORKERS).collect();
+                    let ids: Vec<String> = mine
+                        .iter()
+                        .map(|p| format!("sim-{generation}-{p}"))
+                        .collect();
+                    let mut seqs = vec![0u64; mine.len()];
+                    let mut latencies = Vec::new();
+                    let mut on_time = true;
+                    let begin = Instant::now();
+                    let mut tick = 0u32;
+                    while begin.elapsed() < ROUND {
+                        // Spread this worker's instances over the interval.
+                        for (k, id) in ids.iter().enumerate() {
+                            let due = begin
+                                + INTERVAL * tick
+                                + INTERVAL.mul_f64(k as f64 / ids.len() as f64);
+                            let now = Instant::now();
+                            if due > now {
+                                std::thread::sleep(due - now);
+                            } else if now - due > INTERVAL / 2 {
+                                on_time = false;
+                            }
+                            let deltas: Vec<(&'static str, u64)> = names
+                                .iter()
+                                .enumerate()
+                                .map(|(i, n)| (*n, (i as u64 + 1) * 7))
+                                .collect();
+                            seqs[k] += 1;
+                            let t = Instant::now();
+                            writer.apply_as(id, seqs[k], &deltas).unwrap();
+                            latencies.push(t.elapsed());
+                        }
+                        tick += 1;
+                    }
+                    (latencies, on_time)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = started.elapsed();
+    let mut latencies: Vec<Duration> = results
+        .iter()
+        .flat_map(|(l, _)| l.iter().copied())
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Round {
+        processes,
+        p50: pick(0.5),
+        p99: pick(0.99),
+        redis_cpu: (cpu(&mut con) - cpu_before) / wall.as_secs_f64(),
+        bytes_per_instance: (info(&mut con, "memory", "used_memory") - mem_before)
+            / processes as f64,
+        on_time: results.iter().all(|(_, ok)| *ok),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; listing (`--list`) should not run anything.
+    if std::env::args().any(|a| a == "--list") {
+        println!("fleet: bench");
+        return;
+    }
+    let redis = support::RedisServer::start_with(&["--maxclients", "10000"]);
+    println!(
+        "fleet simulation: {STAGES} stages per batch, one batch per process every {INTERVAL:?}, one Redis"
+    );
+    println!(
+        "| processes | flush p50 | flush p99 | Redis CPU | Redis memory per process | keeps up |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut capacity = 0;
+    for (generation, processes) in [250usize, 500, 1_000, 2_000, 4_000, 8_000, 16_000]
+        .into_iter()
+        .enumerate()
+    {
+        let r = round(&redis, processes, generation);
+        let keeps_up = r.on_time && r.p99 < INTERVAL / 10;
+        println!(
+            "| {} | {:.2} ms | {:.2} ms | {:.0}% | {:.0} B | {} |",
+            r.processes,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.redis_cpu * 100.0,
+            r.bytes_per_instance,
+            if keeps_up { "yes" } else { "no" }
+        );
+        if !keeps_up {
+            break;
+        }
+        capacity = processes;
+    }
+    println!(
+        "fleet capacity: {capacity} processes at a 1 s interval on one Redis (p99 flush under 100 ms, on schedule)"
+    );
+}

@@ -1,0 +1,106 @@
+//! The minimal ACL users documented in the README are enough: a writer that
+//! may run only the batch script's commands on the namespace's keys, and a
+//! read-only user for the `titus-count` command. The default user is
+//! switched off, so neither relies on it.
+
+mod support;
+
+use std::process::Command;
+
+use support::{RedisServer, is_child, run_child_ok};
+
+/// The README's writer rule, for the namespace `acl`.
+const WRITER_RULE: &str = "on >writer-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +evalsha +eval +hset +get +type +hget +hincrby +set +expire";
+/// The README's reader rule, for the namespace `acl`.
+const READER_RULE: &str =
+    "on >reader-s3cret resetkeys %R~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec";
+
+fn acl_setuser(con: &mut redis::Connection, user: &str, rule: &str) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg(rule.split(' ').collect::<Vec<_>>())
+        .query(con)
+        .unwrap();
+}
+
+#[test]
+fn minimal_acl_users_are_enough() {
+    if is_child("minimal_acl_users_are_enough") {
+        let _guard = titus_count::init();
+        titus_count::count!("acl.in", 40);
+        titus_count::count!("acl.out", 38);
+        titus_count::flush().expect("the writer rule allows a batch");
+        return;
+    }
+    let redis = RedisServer::start();
+    let mut admin = redis.connection();
+    acl_setuser(&mut admin, "admin", "on >admin-pw ~* &* +@all");
+    acl_setuser(&mut admin, "titus-writer", WRITER_RULE);
+    acl_setuser(&mut admin, "titus-reader", READER_RULE);
+    acl_setuser(&mut admin, "default", "off");
+    let url = |user: &str, password: &str| {
+        format!("redis://{user}:{password}@127.0.0.1:{}", redis.port())
+    };
+    let mut admin = redis::Client::open(url("admin", "admin-pw"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+
+    let output = run_child_ok(
+        "minimal_acl_users_are_enough",
+        &[
+            (
+                "TITUS_COUNT_REDIS_URL",
+                &url("titus-writer", "writer-s3cret"),
+            ),
+            ("TITUS_COUNT_NAMESPACE", "acl"),
+        ],
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("writer-s3cret"), "{log}");
+    let totals: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
+        .arg("titus:{acl}:totals")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!((totals["acl.in"], totals["acl.out"]), (40, 38));
+
+    // The writer may touch only its namespace.
+    let mut writer = redis::Client::open(url("titus-writer", "writer-s3cret"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let denied: redis::RedisResult<()> =
+        redis::cmd("SET").arg("other:key").arg(1).query(&mut writer);
+    assert!(denied.is_err());
+
+    // The reader reads everything the command needs, and may write nothing.
+    let reader_url = url("titus-reader", "reader-s3cret");
+    for args in [
+        vec!["totals"],
+        vec!["instances"],
+        vec!["history", "acl.in", "--period", "5m"],
+        vec!["flow", "acl.in", "acl.out"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_titus-count"))
+            .args(["--redis-url", &reader_url, "--namespace", "acl"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut reader = redis::Client::open(reader_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let denied: redis::RedisResult<()> = redis::cmd("HSET")
+        .arg("titus:{acl}:totals")
+        .arg("acl.in")
+        .arg(0)
+        .query(&mut reader);
+    assert!(denied.is_err());
+}
