@@ -66,5 +66,31 @@ fn a_totals_key_of_the_wrong_type_changes_nothing() {
         .query(&mut redis.connection())
         .unwrap();
     keys.sort();
-    assert_eq!(keys, ["titus:{wrong}:instances", "titus:{wrong}:totals"]);
+    assert_eq!(keys, ["titus:{wrong}:totals"]);
+}
+
+#[test]
+fn a_value_redis_cannot_increment_refuses_the_whole_batch() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for (i, bad) in ["007", "-0", "1.5", "-99999999999999999999"]
+        .iter()
+        .enumerate()
+    {
+        let ns = format!("bad{i}");
+        let _: () = redis::cmd("HSET")
+            .arg(format!("titus:{{{ns}}}:totals"))
+            .arg("z.last")
+            .arg(*bad)
+            .query(&mut redis.connection())
+            .unwrap();
+        // `a.first` sorts before `z.last`: it must not be applied alone.
+        let err = apply_batch(&url, &ns, "i", 1, &[("a.first", 1), ("z.last", 1)]).unwrap_err();
+        assert!(err.contains("not an integer"), "{bad}: {err}");
+        let totals: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("titus:{{{ns}}}:totals"))
+            .query(&mut redis.connection())
+            .unwrap();
+        assert_eq!(totals.len(), 1, "{bad}: {totals:?}");
+    }
 }

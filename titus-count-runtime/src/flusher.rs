@@ -34,6 +34,10 @@ struct Handle {
 
 static FLUSHER: OnceCell<Handle> = OnceCell::new();
 
+/// Set when the guard's final flush timed out: the exit hook then makes one
+/// last short try instead of waiting the whole shutdown timeout again.
+static GUARD_TIMED_OUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Keeps the last counts from being lost: dropping it flushes everything
 /// counted so far and waits, up to the shutdown timeout, for Redis to
 /// acknowledge it.
@@ -60,6 +64,7 @@ impl Drop for FlushGuard {
     fn drop(&mut self) {
         let Some(handle) = FLUSHER.get() else { return };
         if let Err(e) = handle.request(handle.config.shutdown_timeout, false) {
+            GUARD_TIMED_OUT.store(true, Ordering::Relaxed);
             log::warn!("titus-count: final flush at guard drop incomplete: {e}");
         }
     }
@@ -85,7 +90,11 @@ impl Handle {
     /// the acknowledgement, or until `timeout`.
     fn request(&self, timeout: Duration, at_exit: bool) -> Result<(), FlushError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        // A timeout too large to add is as good as none.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let request = Request {
             timeout,
             deadline,
@@ -95,9 +104,10 @@ impl Handle {
         if self.tx.send(request).is_err() {
             return Err(FlushError::NotInitialized);
         }
-        // The flusher answers by the deadline; the margin covers a Redis
-        // command already under way when the deadline passes.
-        match answer.recv_deadline(deadline + 2 * self.config.io_timeout + Duration::from_secs(1)) {
+        // The flusher answers by the deadline; the margin covers a delivery
+        // already under way when it passes (connect, EVALSHA, then EVAL).
+        let margin = 4 * self.config.io_timeout + Duration::from_secs(1);
+        match answer.recv_deadline(deadline.checked_add(margin).unwrap_or(deadline)) {
             Ok(result) => result,
             Err(_) => Err(FlushError::Timeout {
                 waited: timeout,
@@ -246,9 +256,12 @@ fn register_exit_hook() {
     }
     extern "C" fn at_exit() {
         if let Some(handle) = FLUSHER.get() {
+            let mut timeout = handle.config.shutdown_timeout;
+            if GUARD_TIMED_OUT.load(Ordering::Relaxed) {
+                timeout = timeout.min(2 * handle.config.io_timeout);
+            }
             // Errors were logged by the flusher, with the undelivered counts.
-            let _ =
-                std::panic::catch_unwind(|| handle.request(handle.config.shutdown_timeout, true));
+            let _ = std::panic::catch_unwind(|| handle.request(timeout, true));
         }
     }
     // SAFETY: `atexit` is the C library's, and `at_exit` is a plain function
@@ -325,6 +338,8 @@ struct Flusher {
     /// Sequence number of the last batch Redis acknowledged.
     acked: u64,
     in_doubt: Option<Batch>,
+    /// Set once undelivered counts were reported at exit: nothing more is sent.
+    closed: bool,
     /// Whether the batch in doubt may have reached Redis.
     maybe_applied: bool,
     namespace: String,
@@ -346,6 +361,7 @@ impl Flusher {
             seq: 0,
             acked: 0,
             in_doubt: None,
+            closed: false,
             maybe_applied: false,
             namespace: config.namespace.clone(),
             waiters: Vec::new(),
@@ -386,6 +402,11 @@ impl Flusher {
             }
             let retry_due = self.in_doubt.is_some() && now >= self.retry_at;
             let waiting = !self.waiters.is_empty() && now >= self.retry_at;
+            if self.closed {
+                // After the exit report: answer requests, send nothing.
+                self.expire_waiters();
+                continue;
+            }
             if urgent || retry_due || waiting || (tick && self.in_doubt.is_none()) {
                 self.deliver(tick);
             } else if tick {
@@ -424,6 +445,15 @@ impl Flusher {
     /// this instance is alive and how far its counts are complete.
     fn deliver(&mut self, mut heartbeat: bool) {
         loop {
+            // An exit waiting past its deadline gets its report, not another try.
+            let now = Instant::now();
+            if self
+                .waiters
+                .iter()
+                .any(|w| w.request.at_exit && w.request.deadline <= now)
+            {
+                break;
+            }
             if self.in_doubt.is_none() {
                 let deltas = {
                     let mut reg = registry();
@@ -561,6 +591,9 @@ impl Flusher {
         // Log before answering: at exit, the answer lets the process end.
         if expired.iter().any(|w| w.request.at_exit) {
             self.report_undelivered();
+            // The process is ending and the operator has the counts from the
+            // log: sending them now could count them twice.
+            self.closed = true;
         }
         for w in expired {
             let _ = w.request.reply.send(Err(FlushError::Timeout {

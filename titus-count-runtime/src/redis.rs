@@ -55,10 +55,22 @@ impl Keys {
 /// applied (Redis does not roll a script back).
 pub(crate) const BATCH_SCRIPT: &str = r#"
 local seq = tonumber(ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if last ~= nil and seq <= last then
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
   return 0
+end
+-- Whether a string is an integer as HINCRBY reads it: canonical decimal
+-- within a signed 64-bit integer (the upper bound is checked by fits).
+local function integer(s)
+  if not string.match(s, '^(0)$') and not string.match(s, '^-?[1-9]%d*$') then
+    return false
+  end
+  if string.sub(s, 1, 1) == '-' then
+    local digits = string.sub(s, 2)
+    return #digits < 19 or (#digits == 19 and digits <= '9223372036854775808')
+  end
+  return true
 end
 -- Whether the integer strings a + b stay within a signed 64-bit integer,
 -- in two base-1e9 limbs (Lua numbers are doubles).
@@ -84,7 +96,7 @@ for _, key in ipairs({KEYS[1], KEYS[3]}) do
   for i = 6, #ARGV, 2 do
     local cur = redis.call('HGET', key, ARGV[i])
     if cur then
-      if not string.match(cur, '^-?%d+$') then
+      if not integer(cur) then
         return redis.error_reply('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' holds ' .. cur .. ', not an integer')
       end
       if not fits(cur, ARGV[i + 1]) then
@@ -99,6 +111,8 @@ for i = 6, #ARGV, 2 do
 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+-- Last, so the record never claims a batch that was refused.
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 return 1
 "#;
 
@@ -139,6 +153,22 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
                 | S::NoScript
         ),
         redis::ErrorKind::Io => true,
+        _ => false,
+    }
+}
+
+/// Whether the connection is still good after this error: a clean reply
+/// about the script or the data from the right server.
+fn keeps_connection(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind as S;
+    match e.kind() {
+        redis::ErrorKind::Extension => true,
+        redis::ErrorKind::Server(kind) => {
+            matches!(
+                kind,
+                S::ResponseError | S::ExecAbort | S::NoScript | S::NoPerm
+            )
+        }
         _ => false,
     }
 }
@@ -217,13 +247,11 @@ impl Writer {
             Ok(0) => Ok(Applied::Before),
             Ok(_) => Ok(Applied::Now),
             Err(error) => {
-                // Only a clean error reply leaves the connection in step; after
-                // anything else (a timeout above all) a late reply could be
-                // read as the answer to the next command.
-                if !matches!(
-                    error.kind(),
-                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-                ) {
+                // Only a clean error about the script or the data keeps the
+                // connection: after a timeout a late reply could be read as
+                // the answer to the next command, and after READONLY, MOVED
+                // and the like the connection leads to the wrong server.
+                if !keeps_connection(&error) {
                     self.con = None;
                 }
                 Err(SendError {

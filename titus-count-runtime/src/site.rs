@@ -193,6 +193,9 @@ pub fn local_totals() -> BTreeMap<&'static str, u64> {
 /// The stage must be a string literal of 1 to 128 bytes of ASCII letters,
 /// digits and `_ . - : /`; anything else is a compile-time error.
 ///
+/// A thread's first count at a site allocates and takes a lock, so counting
+/// from inside a global allocator is not supported.
+///
 /// # Examples
 ///
 /// ```
