@@ -28,6 +28,33 @@ fn a_malformed_url_is_an_error_without_the_password() {
 }
 
 #[test]
+fn a_malformed_node_list_is_an_error() {
+    for (url, needle) in [
+        (
+            "redis://127.0.0.1:7001,,redis://127.0.0.1:7002",
+            "empty node",
+        ),
+        (
+            "redis://127.0.0.1:7001,127.0.0.1:7002",
+            "is not a valid Redis URL",
+        ),
+        (
+            "redis://:pw1@127.0.0.1:7001,rediss://:pw2@127.0.0.1:7002",
+            "TLS",
+        ),
+    ] {
+        let err = Config::default().redis_url(url).init().expect_err(url);
+        let text = err.to_string();
+        assert!(matches!(err, InitError::InvalidRedisUrl { .. }), "{err:?}");
+        assert!(
+            text.contains(needle) && text.contains("redis_url"),
+            "{url}: {text}"
+        );
+        assert!(!text.contains("pw1") && !text.contains("pw2"), "{text}");
+    }
+}
+
+#[test]
 fn a_malformed_setting_is_an_error() {
     let err = Config::default().namespace("").init().expect_err("error");
     assert!(matches!(err, InitError::InvalidNamespace { .. }), "{err:?}");

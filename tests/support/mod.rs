@@ -460,3 +460,190 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
 }
+
+/// A local Redis Cluster of real `redis-server` nodes, made with
+/// `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    /// Primaries first, then replicas.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `primaries` primaries, each with `replicas` replicas, and waits
+    /// until every node reports the cluster ok.
+    pub fn start(primaries: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every node says `cluster_state:ok` and knows every node.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let expected = self.nodes.len();
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                let Ok(mut con) = n.try_connection() else {
+                    return false;
+                };
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut con)
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{expected}"))
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The seed-node URL list a client is configured with.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A cluster connection, for checking what titus-count wrote.
+    pub fn connection(&self) -> redis::cluster::ClusterConnection {
+        let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
+        redis::cluster::ClusterClient::new(urls)
+            .unwrap()
+            .get_connection()
+            .expect("connect to the test cluster")
+    }
+
+    /// The totals hash of a namespace.
+    pub fn totals(&self, namespace: &str) -> BTreeMap<String, u64> {
+        redis::cmd("HGETALL")
+            .arg(format!("titus:{{{namespace}}}:totals"))
+            .query(&mut self.connection())
+            .expect("HGETALL the totals")
+    }
+
+    /// The hash slot of a key.
+    pub fn slot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].connection())
+            .unwrap()
+    }
+
+    /// The node id and index of the primary that owns `slot`.
+    pub fn owner(&self, slot: u16) -> (String, usize) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut node.connection())
+                .unwrap();
+            for line in nodes.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if !fields[2].contains("myself") || !fields[2].contains("master") {
+                    continue;
+                }
+                let owns = fields[8..].iter().any(|range| {
+                    let mut ends = range
+                        .split('-')
+                        .map(|n| n.parse::<u16>().unwrap_or(u16::MAX));
+                    let lo = ends.next().unwrap();
+                    let hi = ends.next().unwrap_or(lo);
+                    (lo..=hi).contains(&slot)
+                });
+                if owns {
+                    return (fields[0].to_owned(), i);
+                }
+            }
+        }
+        panic!("no primary owns slot {slot}");
+    }
+
+    fn node_id(&self, index: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[index].connection())
+            .unwrap()
+    }
+
+    /// Moves `slot` and its keys to the primary at `to`, key by key, the way
+    /// `redis-cli --cluster reshard` does: clients meanwhile see `ASK` and
+    /// then `MOVED` redirections.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let (from_id, from) = self.owner(slot);
+        let to_id = self.node_id(to);
+        let setslot = |node: usize, args: &[&str]| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(args)
+                .query(&mut self.nodes[node].connection())
+                .unwrap();
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut self.nodes[from].connection())
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                let _: () = redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(self.nodes[to].port())
+                    .arg(&key)
+                    .arg(0)
+                    .arg(5000)
+                    .query(&mut self.nodes[from].connection())
+                    .unwrap();
+            }
+        }
+        // Every primary learns the new owner at once (replicas follow).
+        for node in &self.nodes {
+            let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&to_id)
+                .query(&mut node.connection());
+        }
+    }
+}

@@ -163,7 +163,9 @@ impl Config {
         config
     }
 
-    /// The Redis server to flush to, such as `redis://:password@host:6379/0`.
+    /// The Redis server to flush to, such as `redis://:password@host:6379/0`;
+    /// several comma-separated node URLs select Redis Cluster
+    /// (`redis://10.0.0.1:7001,redis://10.0.0.2:7002`).
     ///
     /// # Examples
     ///
@@ -324,19 +326,32 @@ fn validate_url(url: &str, setting: &'static str) -> Result<(), InitError> {
         url: redact_url(url),
         reason: reason.to_owned(),
     };
-    if url.contains(',') {
+    let nodes = nodes(url);
+    if nodes.iter().any(|n| n.is_empty()) {
         return Err(error(
-            "several URLs (Redis Cluster) are not supported by this build",
+            "an empty node in the list (expected `redis://host:port,redis://host:port`)",
         ));
     }
-    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
-        return Err(error("TLS (`rediss://`) is not supported by this build"));
+    for node in &nodes {
+        if node.starts_with("rediss://") || node.starts_with("valkeys://") {
+            return Err(error("TLS (`rediss://`) is not supported by this build"));
+        }
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(*node) {
+            // The parser's message can echo the URL; describe the error by kind.
+            return Err(error(&format!(
+                "`{}` is not a valid Redis URL ({:?})",
+                redact_url(node),
+                e.kind()
+            )));
+        }
     }
-    match redis::IntoConnectionInfo::into_connection_info(url) {
-        Ok(_) => Ok(()),
-        // The parser's message can echo the URL; describe the error by kind.
-        Err(e) => Err(error(&format!("not a valid Redis URL ({:?})", e.kind()))),
-    }
+    Ok(())
+}
+
+/// The nodes of a setting: one URL, or several separated by commas (which
+/// selects Redis Cluster).
+pub(crate) fn nodes(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).collect()
 }
 
 /// Parses a humane duration: a number and a unit (`ms`, `s`, `m`, `h`), such
@@ -384,7 +399,8 @@ fn format_duration(d: Duration) -> String {
     format!("{}ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The URL with any password replaced by `***`, safe to log or show.
+/// The URL (or comma-separated list of node URLs) with any password replaced
+/// by `***`, safe to log or show.
 ///
 /// # Examples
 ///
@@ -395,6 +411,13 @@ fn format_duration(d: Duration) -> String {
 /// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return nodes(url)
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         // Not a URL; it may still hold a secret, so show only its shape.
         return "<unparsable>".to_owned();
@@ -449,6 +472,10 @@ mod tests {
         assert_eq!(redact_url("redis://u:p@ss@h"), "redis://u:***@h");
         assert_eq!(redact_url("redis://h/0?pass=pw"), "redis://h/0");
         assert_eq!(redact_url("pw-without-scheme"), "<unparsable>");
+        assert_eq!(
+            redact_url("redis://:a@h:1, redis://:b@h:2"),
+            "redis://:***@h:1,redis://:***@h:2"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Resolved};
 use crate::error::ReadError;
-use crate::redis::{Keys, connect, describe};
+use crate::redis::{Conn, Keys, Target, describe};
 
 /// An instance not heard from for this many intervals (plus a margin for
 /// clock skew) is stale: presumed gone.
@@ -121,7 +121,7 @@ pub struct Minute {
 pub struct Reader {
     config: Resolved,
     keys: Keys,
-    con: redis::Connection,
+    con: Conn,
 }
 
 impl std::fmt::Debug for Reader {
@@ -142,8 +142,8 @@ impl Reader {
     pub fn connect(config: &Config) -> Result<Self, ReadError> {
         let config = config.resolve()?;
         let redis_error = |e: redis::RedisError| ReadError::Redis(describe(&e, &config.redis_url));
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(redis_error)?;
-        let con = connect(&client, config.io_timeout).map_err(redis_error)?;
+        let target = Target::open(&config.redis_url, config.io_timeout).map_err(redis_error)?;
+        let con = target.connect(config.io_timeout).map_err(redis_error)?;
         Ok(Reader {
             keys: Keys::new(&config.namespace),
             config,
@@ -160,6 +160,33 @@ impl Reader {
         ReadError::Redis(describe(&e, &self.config.redis_url))
     }
 
+    /// Runs `commands` in one round trip: a transaction on one server; on a
+    /// cluster (whose client runs no transactions) a pipeline to the node
+    /// that owns the namespace's slot.
+    fn pipeline<T: redis::FromRedisValue>(
+        &mut self,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<T, ReadError> {
+        let result = match &mut self.con {
+            Conn::Single(con) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query(con)
+            }
+            Conn::Cluster(con) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query(con)
+            }
+        };
+        result.map_err(|e| self.error(e))
+    }
+
     /// The global totals: stage -> all-time count.
     ///
     /// # Errors
@@ -168,27 +195,23 @@ impl Reader {
     pub fn totals(&mut self) -> Result<BTreeMap<String, u64>, ReadError> {
         let raw: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(self.keys.totals())
-            .query(&mut self.con)
+            .query(self.con.get())
             .map_err(|e| self.error(e))?;
         parse_counts(raw)
     }
 
-    /// Totals, instances and completeness, read atomically (one
-    /// `MULTI`/`EXEC` on keys of one hash slot).
+    /// Totals, instances and completeness in one round trip (atomically,
+    /// with `MULTI`/`EXEC`, on one server).
     ///
     /// # Errors
     ///
     /// As [`read_totals`], and [`ReadError::Malformed`] for an instance
     /// record that cannot be read.
     pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
-        let (totals, instances): (Fields, Fields) = redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(self.keys.totals())
-            .cmd("HGETALL")
-            .arg(self.keys.instances())
-            .query(&mut self.con)
-            .map_err(|e| self.error(e))?;
+        let (totals, instances): (Fields, Fields) = self.pipeline(vec![
+            redis::cmd("HGETALL").arg(self.keys.totals()).clone(),
+            redis::cmd("HGETALL").arg(self.keys.instances()).clone(),
+        ])?;
         let now = SystemTime::now();
         let mut instances = instances
             .into_iter()
@@ -219,12 +242,15 @@ impl Reader {
         if stages.is_empty() || from > to {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for minute in from..=to {
-            pipe.cmd("HMGET").arg(self.keys.minute(minute)).arg(stages);
-        }
-        let rows: Vec<Vec<Option<String>>> =
-            pipe.query(&mut self.con).map_err(|e| self.error(e))?;
+        let commands = (from..=to)
+            .map(|minute| {
+                redis::cmd("HMGET")
+                    .arg(self.keys.minute(minute))
+                    .arg(stages)
+                    .clone()
+            })
+            .collect();
+        let rows: Vec<Vec<Option<String>>> = self.pipeline(commands)?;
         (from..=to)
             .zip(rows)
             .map(|(minute, values)| {

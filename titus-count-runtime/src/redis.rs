@@ -181,10 +181,67 @@ pub(crate) struct SendError {
     pub(crate) maybe_applied: bool,
 }
 
-/// A connection to one Redis server, reopened after any failure.
+/// Where the counts go: one Redis server, or a Redis Cluster.
+pub(crate) enum Target {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// An open connection to a [`Target`].
+pub(crate) enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Conn {
+    pub(crate) fn get(&mut self) -> &mut dyn redis::ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => &mut **c,
+        }
+    }
+}
+
+impl Target {
+    /// The target of a URL setting: several comma-separated URLs are the
+    /// seed nodes of a cluster.
+    pub(crate) fn open(url: &str, timeout: Duration) -> redis::RedisResult<Target> {
+        let nodes = crate::config::nodes(url);
+        if nodes.len() == 1 {
+            return Ok(Target::Single(redis::Client::open(nodes[0])?));
+        }
+        // Bounded timeouts (the default is to wait forever for a reply) and
+        // few automatic retries: a retry re-sends a batch whose reply was
+        // lost, which the batch script makes harmless, but it should not
+        // stretch a failing delivery far past the I/O timeout.
+        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()?;
+        Ok(Target::Cluster(client))
+    }
+
+    /// Opens a connection with connect, read and write timeouts.
+    pub(crate) fn connect(&self, timeout: Duration) -> redis::RedisResult<Conn> {
+        match self {
+            Target::Single(client) => {
+                let con = client.get_connection_with_timeout(timeout)?;
+                // The client does not keep read and write timeouts: set them
+                // on the connection.
+                con.set_read_timeout(Some(timeout))?;
+                con.set_write_timeout(Some(timeout))?;
+                Ok(Conn::Single(con))
+            }
+            Target::Cluster(client) => Ok(Conn::Cluster(Box::new(client.get_connection()?))),
+        }
+    }
+}
+
+/// A connection to Redis, reopened after any failure.
 pub(crate) struct Writer {
-    client: redis::Client,
-    con: Option<redis::Connection>,
+    target: Target,
+    con: Option<Conn>,
     keys: Keys,
     instance: String,
     sha: String,
@@ -195,7 +252,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(config: &Resolved, instance: String) -> redis::RedisResult<Self> {
         Ok(Writer {
-            client: redis::Client::open(config.redis_url.as_str())?,
+            target: Target::open(&config.redis_url, config.io_timeout)?,
             con: None,
             keys: Keys::new(&config.namespace),
             instance,
@@ -210,11 +267,11 @@ impl Writer {
         instance.clone_into(&mut self.instance);
     }
 
-    fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
+    fn connection(&mut self) -> redis::RedisResult<&mut dyn redis::ConnectionLike> {
         if self.con.is_none() {
-            self.con = Some(connect(&self.client, self.io_timeout)?);
+            self.con = Some(self.target.connect(self.io_timeout)?);
         }
-        Ok(self.con.as_mut().expect("connected above"))
+        Ok(self.con.as_mut().expect("connected above").get())
     }
 
     /// Sends `batch` in one round trip (two if the server does not have the
@@ -287,27 +344,16 @@ impl Writer {
     }
 }
 
-/// Opens a connection with a connect timeout and with read and write
-/// timeouts set on the connection itself (the client does not keep them).
-pub(crate) fn connect(
-    client: &redis::Client,
-    timeout: Duration,
-) -> redis::RedisResult<redis::Connection> {
-    let con = client.get_connection_with_timeout(timeout)?;
-    con.set_read_timeout(Some(timeout))?;
-    con.set_write_timeout(Some(timeout))?;
-    Ok(con)
-}
-
 /// A Redis error as text safe to log: never includes the password.
 pub(crate) fn describe(e: &redis::RedisError, url: &str) -> String {
     let text = e.to_string();
     // Errors do not echo credentials today; make sure they never leak if a
     // future version does.
-    match password_of(url).filter(|p| !p.is_empty()) {
-        Some(pass) => text.replace(pass, "***"),
-        None => text,
-    }
+    crate::config::nodes(url)
+        .into_iter()
+        .filter_map(password_of)
+        .filter(|p| !p.is_empty())
+        .fold(text, |text, pass| text.replace(pass, "***"))
 }
 
 fn password_of(url: &str) -> Option<&str> {

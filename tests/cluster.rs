@@ -1,0 +1,139 @@
+//! Redis Cluster: several processes flush into a real three-primary cluster
+//! through a comma-separated node list, exactly; through a slot migration
+//! (`ASK`, then `MOVED` redirections) while they flush; and the command
+//! reads the totals from the cluster.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::{RedisCluster, is_child, spawn_child};
+
+fn counting_child() {
+    let _guard = titus_count::Config::from_env()
+        .interval(Duration::from_millis(10))
+        .io_timeout(Duration::from_millis(500))
+        .shutdown_timeout(Duration::from_secs(30))
+        .init()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    titus_count::count!("cluster.messages");
+                    n += 1;
+                    if n.is_multiple_of(1000) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let seconds: u64 = std::env::var("COUNT_FOR_MS").unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let counted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    drop(_guard);
+    let health = titus_count::health().unwrap();
+    assert_eq!(health.pending_counts, 0, "{health:?}");
+    println!("\ncounted={counted}");
+}
+
+fn run_children(
+    cluster: &RedisCluster,
+    namespace: &str,
+    processes: usize,
+    ms: u64,
+    during: impl FnOnce(),
+) -> u64 {
+    let url = cluster.url();
+    let ms = ms.to_string();
+    let env = [
+        ("TITUS_COUNT_REDIS_URL", url.as_str()),
+        ("TITUS_COUNT_NAMESPACE", namespace),
+        ("COUNT_FOR_MS", ms.as_str()),
+    ];
+    let children: Vec<_> = (0..processes)
+        .map(|_| spawn_child("cluster_child", &env))
+        .collect();
+    during();
+    children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("counted="))
+                .expect("the child reports its count")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn cluster_child() {
+    if is_child("cluster_child") {
+        counting_child();
+    }
+}
+
+#[test]
+fn processes_flush_exactly_into_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    let counted = run_children(&cluster, "cl_exact", 3, 500, || {});
+    assert_eq!(cluster.totals("cl_exact")["cluster.messages"], counted);
+
+    // The command reads the same totals through the node list.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
+        .args([
+            "--redis-url",
+            &cluster.url(),
+            "--namespace",
+            "cl_exact",
+            "totals",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("\"cluster.messages\":{counted}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"settled\":true"), "{stdout}");
+}
+
+#[test]
+fn a_slot_migration_while_flushing_is_exact() {
+    let cluster = RedisCluster::start(3, 0);
+    let slot = cluster.slot("titus:{cl_moved}:totals");
+    let counted = run_children(&cluster, "cl_moved", 2, 2000, || {
+        // Let the processes flush to the first owner, then move the slot
+        // to each other primary in turn while they keep flushing.
+        std::thread::sleep(Duration::from_millis(400));
+        for _ in 0..2 {
+            let (_, owner) = cluster.owner(slot);
+            cluster.migrate_slot(slot, (owner + 1) % 3);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert_eq!(cluster.totals("cl_moved")["cluster.messages"], counted);
+}
