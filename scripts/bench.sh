@@ -10,6 +10,7 @@ ensure_redis_server
 command -v valgrind >/dev/null || { sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo; $sudo_ apt-get install -y -qq valgrind; }
 
 cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
+cargo bench --bench fleet | tee target/fleet.log
 
 cargo build --release --example hot_path
 CALLS=2000000
@@ -31,5 +32,9 @@ export CALLGRIND
     python3 scripts/bench_report.py
     echo
     grep -E '^(flush_batch/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
+    echo
+    echo "### Fleet simulation (one Redis)"
+    echo
+    grep -E '^(\||fleet)' target/fleet.log
 } > benches/results.md
 cat benches/results.md
