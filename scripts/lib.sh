@@ -22,6 +22,14 @@ ensure_prometheus_parser() {
         || { local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; $sudo apt-get install -y -qq python3-prometheus-client >/dev/null; }
 }
 
+# The TLS tests make their certificates with the openssl command.
+ensure_openssl() {
+    command -v openssl >/dev/null && return
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq openssl >/dev/null
+}
+
 ensure_rust_components() {
     for component in rustfmt clippy; do
         if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 ensure_redis_server
 ensure_rust_components
 ensure_prometheus_parser
+ensure_openssl
 echo "==> cargo fmt --check"
 cargo fmt --all --check
-echo "==> cargo clippy"
+echo "==> cargo clippy (default features, then all features: TLS)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo test"
-cargo test --workspace
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo test (all features)"
+cargo test --workspace --all-features
 echo "==> loom model of the per-thread cell protocol"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test --release -p titus-count-runtime --lib loom

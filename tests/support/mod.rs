@@ -647,3 +647,125 @@ impl RedisCluster {
         }
     }
 }
+
+/// Certificates made for one test with the `openssl` command: a CA, a
+/// server certificate for 127.0.0.1 and localhost, a client certificate,
+/// and a server certificate from another CA.
+pub struct TestCerts {
+    pub dir: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate() -> Self {
+        let dir = temp_dir("certs");
+        let sh = |script: &str| {
+            let output = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (install the Debian package `openssl`)");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let key = "openssl ecparam -name prime256v1 -genkey -noout -out";
+        let ca = |name: &str| {
+            sh(&format!(
+                "{key} {name}.key && openssl req -x509 -new -key {name}.key -out {name}.pem -days 2 -subj /CN={name}"
+            ))
+        };
+        let leaf = |name: &str, ca: &str, ext: &str| {
+            sh(&format!(
+                "{key} {name}.key && openssl req -new -key {name}.key -out {name}.csr -subj /CN={name} && \
+                 printf '{ext}' > {name}.ext && \
+                 openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+            ))
+        };
+        ca("ca");
+        ca("other-ca");
+        leaf(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n",
+        );
+        leaf("client", "ca", "extendedKeyUsage=clientAuth\\n");
+        leaf(
+            "rogue",
+            "other-ca",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n",
+        );
+        TestCerts { dir }
+    }
+
+    /// The path of `NAME.pem` or `NAME.key`.
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisServer {
+    /// A server that speaks only TLS, with the certificate `NAME.pem` made
+    /// by `certs`, trusting `ca.pem` for client certificates.
+    /// `auth_clients` is `no`, `optional` or `yes`; `extra` is appended.
+    pub fn start_tls(certs: &TestCerts, server: &str, auth_clients: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir = temp_dir("redis-tls");
+        let port_text = port.to_string();
+        let (cert, key, ca) = (
+            certs.path(&format!("{server}.pem")),
+            certs.path(&format!("{server}.key")),
+            certs.path("ca.pem"),
+        );
+        let mut args: Vec<&str> = vec![
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            auth_clients,
+        ];
+        args.extend_from_slice(extra);
+        let mut server = RedisServer {
+            child: Self::spawn(port, &dir, &args),
+            port,
+            dir,
+            extra: args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        // No plain port to PING: wait for the server's own word in its log.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+            if log.contains("Ready to accept connections") {
+                return server;
+            }
+            if let Ok(Some(_)) = server.child.try_wait() {
+                panic!("redis-server with TLS exited:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server with TLS did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `rediss://127.0.0.1:PORT`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+}

@@ -1,6 +1,7 @@
 //! Configuration: environment variables, overridden by a builder.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::InitError;
@@ -13,6 +14,13 @@ pub const ENV_NAMESPACE: &str = "TITUS_COUNT_NAMESPACE";
 pub const ENV_INTERVAL: &str = "TITUS_COUNT_INTERVAL";
 /// Environment variable setting how long a final flush may wait for Redis.
 pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
+/// Environment variable naming a PEM file of CA certificates to trust for
+/// `rediss://` (instead of the system's roots).
+pub const ENV_TLS_CA: &str = "TITUS_COUNT_TLS_CA";
+/// Environment variable naming a PEM client certificate (mutual TLS).
+pub const ENV_TLS_CERT: &str = "TITUS_COUNT_TLS_CERT";
+/// Environment variable naming the PEM private key of the client certificate.
+pub const ENV_TLS_KEY: &str = "TITUS_COUNT_TLS_KEY";
 
 /// Redis URL used when none is configured.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -70,6 +78,10 @@ pub struct Config {
     shutdown_timeout: Setting<String>,
     io_timeout: Duration,
     history_retention: Duration,
+    tls_ca: Option<Setting<PathBuf>>,
+    tls_cert: Option<Setting<PathBuf>>,
+    tls_key: Option<Setting<PathBuf>>,
+    accept_invalid_tls_certificates: bool,
 }
 
 impl fmt::Debug for Config {
@@ -107,6 +119,10 @@ impl Default for Config {
             },
             io_timeout: DEFAULT_IO_TIMEOUT,
             history_retention: DEFAULT_HISTORY_RETENTION,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            accept_invalid_tls_certificates: false,
         }
     }
 }
@@ -120,6 +136,20 @@ pub(crate) struct Resolved {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) io_timeout: Duration,
     pub(crate) history_retention: Duration,
+    pub(crate) tls: Tls,
+}
+
+/// TLS material, read from the configured files (read even without the
+/// `tls` feature, so a bad file is reported the same way).
+#[derive(Clone, Default)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) struct Tls {
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub(crate) ca: Option<Vec<u8>>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Skip certificate and hostname verification.
+    pub(crate) insecure: bool,
 }
 
 impl fmt::Debug for Resolved {
@@ -160,6 +190,15 @@ impl Config {
         read(ENV_NAMESPACE, &mut config.namespace);
         read(ENV_INTERVAL, &mut config.interval);
         read(ENV_SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout);
+        let path = |name: &'static str| {
+            std::env::var_os(name).map(|value| Setting {
+                value: PathBuf::from(value),
+                source: name,
+            })
+        };
+        config.tls_ca = path(ENV_TLS_CA);
+        config.tls_cert = path(ENV_TLS_CERT);
+        config.tls_key = path(ENV_TLS_KEY);
         config
     }
 
@@ -264,6 +303,110 @@ impl Config {
         self
     }
 
+    /// Trust the CA certificates in this PEM file for `rediss://` servers,
+    /// instead of the system's roots. Needs the `tls` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default()
+    ///     .redis_url("rediss://redis.internal:6380")
+    ///     .tls_ca_file("/etc/titus/redis-ca.pem");
+    /// # let _ = config;
+    /// ```
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(Setting {
+            value: path.into(),
+            source: "tls_ca_file",
+        });
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to `rediss://`
+    /// servers that ask for one (mutual TLS). Needs the `tls` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default()
+    ///     .redis_url("rediss://redis.internal:6380")
+    ///     .tls_client_cert("/etc/titus/client.pem", "/etc/titus/client-key.pem");
+    /// # let _ = config;
+    /// ```
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(Setting {
+            value: cert.into(),
+            source: "tls_client_cert",
+        });
+        self.tls_key = Some(Setting {
+            value: key.into(),
+            source: "tls_client_cert",
+        });
+        self
+    }
+
+    /// Turns off certificate and hostname verification for `rediss://`:
+    /// anyone on the path can then read and change the counts. For tests
+    /// against self-signed servers only; `init` logs a warning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default()
+    ///     .redis_url("rediss://127.0.0.1:6380")
+    ///     .dangerously_accept_invalid_tls_certificates();
+    /// # let _ = config;
+    /// ```
+    pub fn dangerously_accept_invalid_tls_certificates(mut self) -> Self {
+        self.accept_invalid_tls_certificates = true;
+        self
+    }
+
+    fn resolve_tls(&self, url: &str) -> Result<Tls, InitError> {
+        let read = |setting: &Setting<PathBuf>| -> Result<Vec<u8>, InitError> {
+            let error = |reason: String| InitError::InvalidTls {
+                setting: setting.source,
+                reason: format!("`{}`: {reason}", setting.value.display()),
+            };
+            let bytes = std::fs::read(&setting.value).map_err(|e| error(e.to_string()))?;
+            if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(error("not a PEM file".to_owned()));
+            }
+            Ok(bytes)
+        };
+        let ca = self.tls_ca.as_ref().map(read).transpose()?;
+        let client = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            (Some(only), None) | (None, Some(only)) => {
+                return Err(InitError::InvalidTls {
+                    setting: only.source,
+                    reason: format!(
+                        "a client certificate needs both {ENV_TLS_CERT} and {ENV_TLS_KEY}"
+                    ),
+                });
+            }
+        };
+        let tls_url = nodes(url).iter().any(|n| n.starts_with("rediss://"));
+        let any_file = ca.is_some() || client.is_some();
+        if any_file && !tls_url {
+            let setting = [&self.tls_ca, &self.tls_cert]
+                .into_iter()
+                .flatten()
+                .next()
+                .map_or("tls", |s| s.source);
+            return Err(InitError::InvalidTls {
+                setting,
+                reason: "TLS files are set but the Redis URL is not `rediss://`".to_owned(),
+            });
+        }
+        Ok(Tls {
+            ca,
+            client,
+            insecure: self.accept_invalid_tls_certificates,
+        })
+    }
+
     /// Validates every setting.
     pub(crate) fn resolve(&self) -> Result<Resolved, InitError> {
         let redis_url = self.redis_url.value.trim().to_owned();
@@ -292,7 +435,9 @@ impl Config {
                 Ok(d)
             }
         };
+        let tls = self.resolve_tls(&redis_url)?;
         Ok(Resolved {
+            tls,
             redis_url,
             namespace,
             interval,
@@ -332,10 +477,18 @@ fn validate_url(url: &str, setting: &'static str) -> Result<(), InitError> {
             "an empty node in the list (expected `redis://host:port,redis://host:port`)",
         ));
     }
+    let tls = nodes.iter().filter(|n| n.starts_with("rediss://")).count();
+    if tls != 0 && tls != nodes.len() {
+        return Err(error(
+            "the node list mixes `redis://` and `rediss://`: use TLS for every node or none",
+        ));
+    }
+    if tls != 0 && !cfg!(feature = "tls") {
+        return Err(error(
+            "TLS (`rediss://`) needs titus-count's `tls` cargo feature",
+        ));
+    }
     for node in &nodes {
-        if node.starts_with("rediss://") || node.starts_with("valkeys://") {
-            return Err(error("TLS (`rediss://`) is not supported by this build"));
-        }
         if let Err(e) = redis::IntoConnectionInfo::into_connection_info(*node) {
             // The parser's message can echo the URL; describe the error by kind.
             return Err(error(&format!(

@@ -37,6 +37,14 @@ pub enum InitError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A TLS setting is wrong: a file missing or unreadable or not PEM, a
+    /// certificate without its key, TLS files for a plain `redis://` URL.
+    InvalidTls {
+        /// The setting, such as `TITUS_COUNT_TLS_CA` or `tls_ca_file`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `init` was already called in this process; there is one flusher per
     /// process.
     AlreadyInitialized,
@@ -69,6 +77,9 @@ impl fmt::Display for InitError {
                 "invalid {setting} `{value}`: {reason} (expected a number and a unit, such as \
                  `500ms`, `5s`, `1m` or `1h`)"
             ),
+            InitError::InvalidTls { setting, reason } => {
+                write!(f, "invalid {setting}: {reason}")
+            }
             InitError::AlreadyInitialized => {
                 f.write_str("titus-count is already initialised in this process")
             }

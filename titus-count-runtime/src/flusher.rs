@@ -178,6 +178,12 @@ impl Config {
                 .spawn(move || flusher.run())
                 .map_err(InitError::Spawn)?;
             register_exit_hook();
+            if config.tls.insecure {
+                log::warn!(
+                    "titus-count: TLS certificate verification is OFF \
+                     (dangerously_accept_invalid_tls_certificates): anyone on the path can read and change the counts"
+                );
+            }
             log::info!(
                 "titus-count: flushing to {} namespace `{}` every {:?} as instance {instance}",
                 redact_url(&config.redis_url),

@@ -142,7 +142,7 @@ impl Reader {
     pub fn connect(config: &Config) -> Result<Self, ReadError> {
         let config = config.resolve()?;
         let redis_error = |e: redis::RedisError| ReadError::Redis(describe(&e, &config.redis_url));
-        let target = Target::open(&config.redis_url, config.io_timeout).map_err(redis_error)?;
+        let target = Target::open(&config).map_err(redis_error)?;
         let con = target.connect(config.io_timeout).map_err(redis_error)?;
         Ok(Reader {
             keys: Keys::new(&config.namespace),

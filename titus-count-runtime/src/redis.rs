@@ -203,23 +203,40 @@ impl Conn {
 }
 
 impl Target {
-    /// The target of a URL setting: several comma-separated URLs are the
-    /// seed nodes of a cluster.
-    pub(crate) fn open(url: &str, timeout: Duration) -> redis::RedisResult<Target> {
-        let nodes = crate::config::nodes(url);
+    /// The target of a configuration: several comma-separated URLs are the
+    /// seed nodes of a cluster; `rediss://` URLs use TLS.
+    pub(crate) fn open(config: &Resolved) -> redis::RedisResult<Target> {
+        let timeout = config.io_timeout;
+        let nodes: Vec<String> = crate::config::nodes(&config.redis_url)
+            .into_iter()
+            .map(|n| tls_url(n, &config.tls))
+            .collect();
+        #[cfg(feature = "tls")]
+        let certs = tls_certificates(&config.tls, &nodes);
         if nodes.len() == 1 {
-            return Ok(Target::Single(redis::Client::open(nodes[0])?));
+            #[cfg(feature = "tls")]
+            if let Some(certs) = certs {
+                return Ok(Target::Single(redis::Client::build_with_tls(
+                    nodes[0].as_str(),
+                    certs,
+                )?));
+            }
+            return Ok(Target::Single(redis::Client::open(nodes[0].as_str())?));
         }
         // Bounded timeouts (the default is to wait forever for a reply) and
         // few automatic retries: a retry re-sends a batch whose reply was
         // lost, which the batch script makes harmless, but it should not
         // stretch a failing delivery far past the I/O timeout.
-        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            .retries(2)
-            .build()?;
-        Ok(Target::Cluster(client))
+            .retries(2);
+        #[cfg(feature = "tls")]
+        let builder = match certs {
+            Some(certs) => builder.certs(certs),
+            None => builder,
+        };
+        Ok(Target::Cluster(builder.build()?))
     }
 
     /// Opens a connection with connect, read and write timeouts.
@@ -238,6 +255,39 @@ impl Target {
     }
 }
 
+/// A node URL with the TLS options that live in the URL itself.
+fn tls_url(node: &str, tls: &crate::config::Tls) -> String {
+    if tls.insecure && node.starts_with("rediss://") && !node.contains('#') {
+        // The client's switch for skipping certificate verification.
+        return format!("{node}#insecure");
+    }
+    node.to_owned()
+}
+
+/// The CA and client certificates for `rediss://` nodes, if any were set.
+#[cfg(feature = "tls")]
+fn tls_certificates(tls: &crate::config::Tls, nodes: &[String]) -> Option<redis::TlsCertificates> {
+    if !nodes.iter().any(|n| n.starts_with("rediss://")) {
+        return None;
+    }
+    // Install ring as the process's TLS crypto provider (a no-op if the
+    // application installed one already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if tls.ca.is_none() && tls.client.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: tls.ca.clone(),
+    })
+}
+
 /// A connection to Redis, reopened after any failure.
 pub(crate) struct Writer {
     target: Target,
@@ -252,7 +302,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(config: &Resolved, instance: String) -> redis::RedisResult<Self> {
         Ok(Writer {
-            target: Target::open(&config.redis_url, config.io_timeout)?,
+            target: Target::open(config)?,
             con: None,
             keys: Keys::new(&config.namespace),
             instance,

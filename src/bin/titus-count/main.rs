@@ -121,7 +121,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let config = Config::default()
+    // The environment's other settings (TLS files) apply; the flags, which
+    // clap already filled from the environment, override the rest.
+    let config = Config::from_env()
         .redis_url(cli.redis_url.clone())
         .namespace(cli.namespace.clone());
     match cli.command {
