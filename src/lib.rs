@@ -219,7 +219,8 @@ pub mod config {
     pub use titus_count_runtime::{
         DEFAULT_HISTORY_RETENTION, DEFAULT_INTERVAL, DEFAULT_IO_TIMEOUT, DEFAULT_NAMESPACE,
         DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_TIMEOUT, ENV_INTERVAL, ENV_NAMESPACE, ENV_REDIS_URL,
-        ENV_SHUTDOWN_TIMEOUT, parse_duration, redact_url,
+        ENV_SHUTDOWN_TIMEOUT, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, ENV_WAIT_REPLICAS,
+        parse_duration, redact_url,
     };
 }
 

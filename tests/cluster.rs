@@ -1,7 +1,8 @@
 //! Redis Cluster: several processes flush into a real three-primary cluster
 //! through a comma-separated node list, exactly; through a slot migration
-//! (`ASK`, then `MOVED` redirections) while they flush; and the command
-//! reads the totals from the cluster.
+//! (`ASK`, then `MOVED` redirections) while they flush; through a primary
+//! killed and its replica promoted, with `WAIT`; and the command reads the
+//! totals from the cluster.
 
 mod support;
 
@@ -46,19 +47,20 @@ fn counting_child() {
 }
 
 fn run_children(
-    cluster: &RedisCluster,
+    url: &str,
     namespace: &str,
     processes: usize,
     ms: u64,
+    extra: &[(&str, &str)],
     during: impl FnOnce(),
 ) -> u64 {
-    let url = cluster.url();
     let ms = ms.to_string();
-    let env = [
-        ("TITUS_COUNT_REDIS_URL", url.as_str()),
+    let mut env = vec![
+        ("TITUS_COUNT_REDIS_URL", url),
         ("TITUS_COUNT_NAMESPACE", namespace),
         ("COUNT_FOR_MS", ms.as_str()),
     ];
+    env.extend_from_slice(extra);
     let children: Vec<_> = (0..processes)
         .map(|_| spawn_child("cluster_child", &env))
         .collect();
@@ -93,7 +95,7 @@ fn cluster_child() {
 #[test]
 fn processes_flush_exactly_into_a_cluster() {
     let cluster = RedisCluster::start(3, 0);
-    let counted = run_children(&cluster, "cl_exact", 3, 500, || {});
+    let counted = run_children(&cluster.url(), "cl_exact", 3, 500, &[], || {});
     assert_eq!(cluster.totals("cl_exact")["cluster.messages"], counted);
 
     // The command reads the same totals through the node list.
@@ -125,7 +127,7 @@ fn processes_flush_exactly_into_a_cluster() {
 fn a_slot_migration_while_flushing_is_exact() {
     let cluster = RedisCluster::start(3, 0);
     let slot = cluster.slot("titus:{cl_moved}:totals");
-    let counted = run_children(&cluster, "cl_moved", 2, 2000, || {
+    let counted = run_children(&cluster.url(), "cl_moved", 2, 2000, &[], || {
         // Let the processes flush to the first owner, then move the slot
         // to each other primary in turn while they keep flushing.
         std::thread::sleep(Duration::from_millis(400));
@@ -136,4 +138,37 @@ fn a_slot_migration_while_flushing_is_exact() {
         }
     });
     assert_eq!(cluster.totals("cl_moved")["cluster.messages"], counted);
+}
+
+#[test]
+fn a_failover_with_wait_for_replicas_loses_nothing() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let url = cluster.url();
+    let slot = cluster.slot("titus:{cl_failover}:totals");
+    let counted = run_children(
+        &url,
+        "cl_failover",
+        2,
+        4000,
+        // A batch counts as delivered only once a replica has it.
+        &[("TITUS_COUNT_WAIT_REPLICAS", "1")],
+        || {
+            std::thread::sleep(Duration::from_millis(800));
+            let (old_id, old) = cluster.owner(slot);
+            cluster.nodes[old].stop();
+            // Wait for a replica to take the slot over.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while cluster
+                .owner_or_none(slot)
+                .is_none_or(|(id, _)| id == old_id)
+            {
+                assert!(std::time::Instant::now() < deadline, "no failover");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The old primary comes back as a replica of the new one, so
+            // WAIT can be satisfied again.
+            cluster.nodes[old].restart();
+        },
+    );
+    assert_eq!(cluster.totals("cl_failover")["cluster.messages"], counted);
 }

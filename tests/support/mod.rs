@@ -481,6 +481,11 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
+                    // Replicas sync at once, and may always take over.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ])
             })
             .collect();
@@ -502,7 +507,34 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok();
+        cluster.wait_for_replicas(primaries * replicas);
         cluster
+    }
+
+    /// Waits until `expected` replicas in all are online with their primary.
+    pub fn wait_for_replicas(&self, expected: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let online: usize = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.try_connection().ok())
+                .map(|mut con| {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut con)
+                        .unwrap_or_default();
+                    info.lines()
+                        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                        .count()
+                })
+                .sum();
+            if online >= expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replicas did not come online");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until every node says `cluster_state:ok` and knows every node.
@@ -566,11 +598,20 @@ impl RedisCluster {
 
     /// The node id and index of the primary that owns `slot`.
     pub fn owner(&self, slot: u16) -> (String, usize) {
+        self.owner_or_none(slot)
+            .unwrap_or_else(|| panic!("no primary owns slot {slot}"))
+    }
+
+    /// Like [`owner`](Self::owner), `None` while no live primary owns it.
+    pub fn owner_or_none(&self, slot: u16) -> Option<(String, usize)> {
         for (i, node) in self.nodes.iter().enumerate() {
-            let nodes: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query(&mut node.connection())
-                .unwrap();
+            // A stopped node owns nothing.
+            let Ok(mut con) = node.try_connection() else {
+                continue;
+            };
+            let Ok(nodes) = redis::cmd("CLUSTER").arg("NODES").query::<String>(&mut con) else {
+                continue;
+            };
             for line in nodes.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 if !fields[2].contains("myself") || !fields[2].contains("master") {
@@ -585,11 +626,11 @@ impl RedisCluster {
                     (lo..=hi).contains(&slot)
                 });
                 if owns {
-                    return (fields[0].to_owned(), i);
+                    return Some((fields[0].to_owned(), i));
                 }
             }
         }
-        panic!("no primary owns slot {slot}");
+        None
     }
 
     fn node_id(&self, index: usize) -> String {

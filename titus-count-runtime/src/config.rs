@@ -14,6 +14,9 @@ pub const ENV_NAMESPACE: &str = "TITUS_COUNT_NAMESPACE";
 pub const ENV_INTERVAL: &str = "TITUS_COUNT_INTERVAL";
 /// Environment variable setting how long a final flush may wait for Redis.
 pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
+/// Environment variable: how many replicas must have a batch (Redis `WAIT`)
+/// before it counts as delivered; 0 (the default) does not wait.
+pub const ENV_WAIT_REPLICAS: &str = "TITUS_COUNT_WAIT_REPLICAS";
 /// Environment variable naming a PEM file of CA certificates to trust for
 /// `rediss://` (instead of the system's roots).
 pub const ENV_TLS_CA: &str = "TITUS_COUNT_TLS_CA";
@@ -82,6 +85,7 @@ pub struct Config {
     tls_cert: Option<Setting<PathBuf>>,
     tls_key: Option<Setting<PathBuf>>,
     accept_invalid_tls_certificates: bool,
+    wait_replicas: Setting<String>,
 }
 
 impl fmt::Debug for Config {
@@ -123,6 +127,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             accept_invalid_tls_certificates: false,
+            wait_replicas: Setting {
+                value: "0".to_owned(),
+                source: "wait_for_replicas",
+            },
         }
     }
 }
@@ -137,6 +145,8 @@ pub(crate) struct Resolved {
     pub(crate) io_timeout: Duration,
     pub(crate) history_retention: Duration,
     pub(crate) tls: Tls,
+    /// Replicas that must acknowledge a batch (`WAIT`) before it is delivered.
+    pub(crate) wait_replicas: u32,
 }
 
 /// TLS material, read from the configured files (read even without the
@@ -190,6 +200,7 @@ impl Config {
         read(ENV_NAMESPACE, &mut config.namespace);
         read(ENV_INTERVAL, &mut config.interval);
         read(ENV_SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout);
+        read(ENV_WAIT_REPLICAS, &mut config.wait_replicas);
         let path = |name: &'static str| {
             std::env::var_os(name).map(|value| Setting {
                 value: PathBuf::from(value),
@@ -362,6 +373,26 @@ impl Config {
         self
     }
 
+    /// Counts a batch as delivered only once `replicas` replicas have it
+    /// (Redis `WAIT`, bounded by the I/O timeout; a batch that misses it
+    /// stays in doubt and is resent, which the batch script skips). Without
+    /// it, a failover can lose batches Redis had acknowledged: replication
+    /// is asynchronous.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default().wait_for_replicas(1);
+    /// # let _ = config;
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = Setting {
+            value: replicas.to_string(),
+            source: "wait_for_replicas",
+        };
+        self
+    }
+
     fn resolve_tls(&self, url: &str) -> Result<Tls, InitError> {
         let read = |setting: &Setting<PathBuf>| -> Result<Vec<u8>, InitError> {
             let error = |reason: String| InitError::InvalidTls {
@@ -436,8 +467,18 @@ impl Config {
             }
         };
         let tls = self.resolve_tls(&redis_url)?;
+        let wait_replicas = self
+            .wait_replicas
+            .value
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| InitError::InvalidNumber {
+                setting: self.wait_replicas.source,
+                value: self.wait_replicas.value.clone(),
+            })?;
         Ok(Resolved {
             tls,
+            wait_replicas,
             redis_url,
             namespace,
             interval,

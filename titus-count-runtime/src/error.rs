@@ -45,6 +45,13 @@ pub enum InitError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting that takes a whole number got something else.
+    InvalidNumber {
+        /// The setting, such as `TITUS_COUNT_WAIT_REPLICAS`.
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+    },
     /// `init` was already called in this process; there is one flusher per
     /// process.
     AlreadyInitialized,
@@ -79,6 +86,12 @@ impl fmt::Display for InitError {
             ),
             InitError::InvalidTls { setting, reason } => {
                 write!(f, "invalid {setting}: {reason}")
+            }
+            InitError::InvalidNumber { setting, value } => {
+                write!(
+                    f,
+                    "invalid {setting} `{value}`: expected a whole number such as `1`"
+                )
             }
             InitError::AlreadyInitialized => {
                 f.write_str("titus-count is already initialised in this process")

@@ -255,6 +255,31 @@ impl Target {
     }
 }
 
+/// The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag,
+/// modulo 16384.
+pub(crate) fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key
+        .find('{')
+        .and_then(|open| {
+            let close = key[open + 1..].find('}')? + open + 1;
+            (close > open + 1).then(|| &bytes[open + 1..close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// A node URL with the TLS options that live in the URL itself.
 fn tls_url(node: &str, tls: &crate::config::Tls) -> String {
     if tls.insecure && node.starts_with("rediss://") && !node.contains('#') {
@@ -297,6 +322,7 @@ pub(crate) struct Writer {
     sha: String,
     io_timeout: Duration,
     history_retention: Duration,
+    wait_replicas: u32,
 }
 
 impl Writer {
@@ -309,7 +335,44 @@ impl Writer {
             sha: redis::Script::new(BATCH_SCRIPT).get_hash().to_owned(),
             io_timeout: config.io_timeout,
             history_retention: config.history_retention,
+            wait_replicas: config.wait_replicas,
         })
+    }
+
+    /// Waits until `wait_replicas` replicas of the namespace's primary have
+    /// every write of this connection (the batch just applied).
+    fn wait_for_replicas(&mut self) -> redis::RedisResult<()> {
+        let wanted = self.wait_replicas;
+        let timeout_ms = self.io_timeout.as_millis().max(1) as u64;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(timeout_ms);
+        let slot = hash_slot(&self.keys.totals());
+        let acked: i64 = match self.con.as_mut() {
+            Some(Conn::Cluster(con)) => {
+                // WAIT has no key: send it to the node that ran the script.
+                let route = redis::cluster_routing::Route::new(
+                    slot,
+                    redis::cluster_routing::SlotAddr::Master,
+                );
+                let reply = con.route_command(
+                    &wait,
+                    redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(route),
+                    ),
+                )?;
+                redis::from_redis_value(reply)?
+            }
+            Some(Conn::Single(con)) => wait.query(con)?,
+            None => 0,
+        };
+        if acked < i64::from(wanted) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "too few replicas have the batch",
+                format!("WAIT: {acked} of {wanted} within {timeout_ms} ms"),
+            )));
+        }
+        Ok(())
     }
 
     /// Writes as another instance from now on (load simulation only).
@@ -350,7 +413,13 @@ impl Writer {
                 maybe_applied: false,
             });
         }
-        match self.eval(&keys, &args) {
+        let result = self.eval(&keys, &args).and_then(|applied| {
+            if self.wait_replicas > 0 {
+                self.wait_for_replicas()?;
+            }
+            Ok(applied)
+        });
+        match result {
             Ok(0) => Ok(Applied::Before),
             Ok(_) => Ok(Applied::Now),
             Err(error) => {
@@ -424,6 +493,16 @@ mod tests {
         assert_eq!(keys.minute(29_000_000), "titus:{orders}:minute:29000000");
         assert_eq!(keys.instances(), "titus:{orders}:instances");
         assert_eq!(keys.seq("abc"), "titus:{orders}:seq:abc");
+    }
+
+    #[test]
+    fn hash_slots_follow_the_cluster_spec() {
+        // Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(hash_slot("123456789"), 0x31C3);
+        assert_eq!(hash_slot("foo"), 12182);
+        assert_eq!(hash_slot("{user1000}.following"), hash_slot("user1000"));
+        assert_eq!(hash_slot("titus:{orders}:totals"), hash_slot("orders"));
+        assert_eq!(hash_slot("a{}b"), hash_slot("a{}b"));
     }
 
     #[test]
