@@ -27,6 +27,14 @@ fn counting_child() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     titus_count::count!("cluster.messages");
+                    // Several stages, so that a sharded namespace uses
+                    // several shards.
+                    match n % 4 {
+                        0 => titus_count::count!("cluster.a"),
+                        1 => titus_count::count!("cluster.b"),
+                        2 => titus_count::count!("cluster.c"),
+                        _ => titus_count::count!("cluster.d"),
+                    }
                     n += 1;
                     if n.is_multiple_of(1000) {
                         std::thread::sleep(Duration::from_millis(1));
@@ -171,4 +179,65 @@ fn a_failover_with_wait_for_replicas_loses_nothing() {
         },
     );
     assert_eq!(cluster.totals("cl_failover")["cluster.messages"], counted);
+}
+
+#[test]
+fn a_sharded_namespace_spreads_over_nodes_and_reads_merged() {
+    let cluster = RedisCluster::start(3, 0);
+    let counted = run_children(
+        &cluster.url(),
+        "cl_shard",
+        2,
+        800,
+        &[("TITUS_COUNT_SHARDS", "4")],
+        || {},
+    );
+    // The shards' totals hashes live on more than one primary.
+    let mut owners = std::collections::BTreeSet::new();
+    let mut sum = std::collections::BTreeMap::<String, u64>::new();
+    for shard in 0..4 {
+        let key = format!("titus:{{cl_shard:{shard}}}:totals");
+        let totals: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query(&mut cluster.connection())
+            .unwrap();
+        if !totals.is_empty() {
+            owners.insert(cluster.owner(cluster.slot(&key)).1);
+        }
+        for (stage, n) in totals {
+            *sum.entry(stage).or_default() += n;
+        }
+    }
+    assert!(owners.len() >= 2, "all shards on one node: {owners:?}");
+    assert_eq!(sum["cluster.messages"], counted);
+    let four: u64 = ["cluster.a", "cluster.b", "cluster.c", "cluster.d"]
+        .iter()
+        .map(|s| sum[*s])
+        .sum();
+    assert_eq!(four, counted);
+
+    // The command merges the shards.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
+        .args([
+            "--redis-url",
+            &cluster.url(),
+            "--namespace",
+            "cl_shard",
+            "totals",
+            "--json",
+        ])
+        .env("TITUS_COUNT_SHARDS", "4")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("\"cluster.messages\":{counted}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"settled\":true"), "{stdout}");
 }

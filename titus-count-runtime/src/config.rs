@@ -14,6 +14,9 @@ pub const ENV_NAMESPACE: &str = "TITUS_COUNT_NAMESPACE";
 pub const ENV_INTERVAL: &str = "TITUS_COUNT_INTERVAL";
 /// Environment variable setting how long a final flush may wait for Redis.
 pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
+/// Environment variable: over how many hash tags the namespace's stages are
+/// spread (1, the default, keeps them all under `{NS}`).
+pub const ENV_SHARDS: &str = "TITUS_COUNT_SHARDS";
 /// Environment variable: how many replicas must have a batch (Redis `WAIT`)
 /// before it counts as delivered; 0 (the default) does not wait.
 pub const ENV_WAIT_REPLICAS: &str = "TITUS_COUNT_WAIT_REPLICAS";
@@ -86,6 +89,7 @@ pub struct Config {
     tls_key: Option<Setting<PathBuf>>,
     accept_invalid_tls_certificates: bool,
     wait_replicas: Setting<String>,
+    shards: Setting<String>,
 }
 
 impl fmt::Debug for Config {
@@ -131,6 +135,10 @@ impl Default for Config {
                 value: "0".to_owned(),
                 source: "wait_for_replicas",
             },
+            shards: Setting {
+                value: "1".to_owned(),
+                source: "shards",
+            },
         }
     }
 }
@@ -147,6 +155,8 @@ pub(crate) struct Resolved {
     pub(crate) tls: Tls,
     /// Replicas that must acknowledge a batch (`WAIT`) before it is delivered.
     pub(crate) wait_replicas: u32,
+    /// Hash tags the stages are spread over.
+    pub(crate) shards: u32,
 }
 
 /// TLS material, read from the configured files (read even without the
@@ -201,6 +211,7 @@ impl Config {
         read(ENV_INTERVAL, &mut config.interval);
         read(ENV_SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout);
         read(ENV_WAIT_REPLICAS, &mut config.wait_replicas);
+        read(ENV_SHARDS, &mut config.shards);
         let path = |name: &'static str| {
             std::env::var_os(name).map(|value| Setting {
                 value: PathBuf::from(value),
@@ -393,6 +404,28 @@ impl Config {
         self
     }
 
+    /// Spreads the namespace's stages over `shards` hash tags,
+    /// `{NS:0}` .. `{NS:N-1}`, by a stable hash of the stage name, so that a
+    /// very large fleet's writes land on several cluster nodes. Each shard
+    /// has its own totals, history and sequence marks; a flush is one round
+    /// trip per shard it touches. Writers and readers of a namespace must
+    /// use the same number (1 to 1024; 1, the default, is the plain `{NS}`
+    /// layout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = titus_count_runtime::Config::default().shards(8);
+    /// # let _ = config;
+    /// ```
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = Setting {
+            value: shards.to_string(),
+            source: "shards",
+        };
+        self
+    }
+
     fn resolve_tls(&self, url: &str) -> Result<Tls, InitError> {
         let read = |setting: &Setting<PathBuf>| -> Result<Vec<u8>, InitError> {
             let error = |reason: String| InitError::InvalidTls {
@@ -476,9 +509,21 @@ impl Config {
                 setting: self.wait_replicas.source,
                 value: self.wait_replicas.value.clone(),
             })?;
+        let shards = self
+            .shards
+            .value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| InitError::InvalidNumber {
+                setting: self.shards.source,
+                value: self.shards.value.clone(),
+            })?;
         Ok(Resolved {
             tls,
             wait_replicas,
+            shards,
             redis_url,
             namespace,
             interval,

@@ -29,8 +29,8 @@ mod site;
 pub use config::{
     Config, DEFAULT_HISTORY_RETENTION, DEFAULT_INTERVAL, DEFAULT_IO_TIMEOUT, DEFAULT_NAMESPACE,
     DEFAULT_REDIS_URL, DEFAULT_SHUTDOWN_TIMEOUT, ENV_INTERVAL, ENV_NAMESPACE, ENV_REDIS_URL,
-    ENV_SHUTDOWN_TIMEOUT, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, ENV_WAIT_REPLICAS, parse_duration,
-    redact_url,
+    ENV_SHARDS, ENV_SHUTDOWN_TIMEOUT, ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, ENV_WAIT_REPLICAS,
+    parse_duration, redact_url,
 };
 pub use error::{FlushError, InitError, ReadError};
 pub use flusher::{FlushGuard, flush, flush_timeout, init, instance_id};

@@ -120,7 +120,8 @@ pub struct Minute {
 /// ```
 pub struct Reader {
     config: Resolved,
-    keys: Keys,
+    /// One per shard; shard 0 also holds the instance records.
+    shards: Vec<Keys>,
     con: Conn,
 }
 
@@ -145,7 +146,7 @@ impl Reader {
         let target = Target::open(&config).map_err(redis_error)?;
         let con = target.connect(config.io_timeout).map_err(redis_error)?;
         Ok(Reader {
-            keys: Keys::new(&config.namespace),
+            shards: Keys::shards(&config.namespace, config.shards),
             config,
             con,
         })
@@ -187,17 +188,19 @@ impl Reader {
         result.map_err(|e| self.error(e))
     }
 
-    /// The global totals: stage -> all-time count.
+    /// The global totals: stage -> all-time count, merged over the shards.
     ///
     /// # Errors
     ///
     /// As [`read_totals`].
     pub fn totals(&mut self) -> Result<BTreeMap<String, u64>, ReadError> {
-        let raw: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.keys.totals())
-            .query(self.con.get())
-            .map_err(|e| self.error(e))?;
-        parse_counts(raw)
+        let commands = self
+            .shards
+            .iter()
+            .map(|keys| redis::cmd("HGETALL").arg(keys.totals()).clone())
+            .collect();
+        let shards: Vec<Fields> = self.pipeline(commands)?;
+        merge_counts(shards)
     }
 
     /// Totals, instances and completeness in one round trip (atomically,
@@ -208,10 +211,18 @@ impl Reader {
     /// As [`read_totals`], and [`ReadError::Malformed`] for an instance
     /// record that cannot be read.
     pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
-        let (totals, instances): (Fields, Fields) = self.pipeline(vec![
-            redis::cmd("HGETALL").arg(self.keys.totals()).clone(),
-            redis::cmd("HGETALL").arg(self.keys.instances()).clone(),
-        ])?;
+        let mut commands: Vec<redis::Cmd> = self
+            .shards
+            .iter()
+            .map(|keys| redis::cmd("HGETALL").arg(keys.totals()).clone())
+            .collect();
+        commands.push(
+            redis::cmd("HGETALL")
+                .arg(self.shards[0].instances())
+                .clone(),
+        );
+        let mut replies: Vec<Fields> = self.pipeline(commands)?;
+        let instances = replies.pop().unwrap_or_default();
         let now = SystemTime::now();
         let mut instances = instances
             .into_iter()
@@ -220,7 +231,7 @@ impl Reader {
         instances.sort_by_key(|i| (i.started, i.id.clone()));
         Ok(Snapshot {
             namespace: self.config.namespace.clone(),
-            totals: parse_counts(totals)?,
+            totals: merge_counts(replies)?,
             completeness: completeness(&instances),
             instances,
         })
@@ -242,32 +253,34 @@ impl Reader {
         if stages.is_empty() || from > to {
             return Ok(Vec::new());
         }
+        let shards = self.shards.len();
         let commands = (from..=to)
-            .map(|minute| {
-                redis::cmd("HMGET")
-                    .arg(self.keys.minute(minute))
-                    .arg(stages)
-                    .clone()
+            .flat_map(|minute| {
+                self.shards.iter().map(move |keys| {
+                    redis::cmd("HMGET")
+                        .arg(keys.minute(minute))
+                        .arg(stages)
+                        .clone()
+                })
             })
             .collect();
         let rows: Vec<Vec<Option<String>>> = self.pipeline(commands)?;
         (from..=to)
-            .zip(rows)
-            .map(|(minute, values)| {
-                let counts = stages
-                    .iter()
-                    .zip(values)
-                    .map(|(stage, value)| {
-                        let count = match value {
-                            None => 0,
-                            Some(v) => v.parse().map_err(|_| ReadError::Malformed {
+            .zip(rows.chunks(shards))
+            .map(|(minute, shard_rows)| {
+                let mut counts: BTreeMap<String, u64> =
+                    stages.iter().map(|s| (s.clone(), 0)).collect();
+                for values in shard_rows {
+                    for (stage, value) in stages.iter().zip(values) {
+                        if let Some(v) = value {
+                            let n: u64 = v.parse().map_err(|_| ReadError::Malformed {
                                 stage: stage.clone(),
-                                value: v,
-                            })?,
-                        };
-                        Ok((stage.clone(), count))
-                    })
-                    .collect::<Result<_, ReadError>>()?;
+                                value: v.clone(),
+                            })?;
+                            *counts.get_mut(stage).expect("every stage has a count") += n;
+                        }
+                    }
+                }
                 Ok(Minute { minute, counts })
             })
             .collect()
@@ -289,6 +302,17 @@ pub fn epoch_minute(time: SystemTime) -> u64 {
 
 /// The field-value pairs of a hash.
 type Fields = Vec<(String, String)>;
+
+/// Sums the totals hashes of several shards.
+fn merge_counts(shards: Vec<Fields>) -> Result<BTreeMap<String, u64>, ReadError> {
+    let mut totals = BTreeMap::new();
+    for shard in shards {
+        for (stage, n) in parse_counts(shard)? {
+            *totals.entry(stage).or_insert(0u64) += n;
+        }
+    }
+    Ok(totals)
+}
 
 fn parse_counts(raw: Fields) -> Result<BTreeMap<String, u64>, ReadError> {
     raw.into_iter()

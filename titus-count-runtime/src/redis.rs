@@ -26,6 +26,19 @@ impl Keys {
         }
     }
 
+    /// The keys of every shard of a namespace: `{NS}` alone, or `{NS:0}` ..
+    /// `{NS:N-1}`. Shard 0 also holds the instance records.
+    pub(crate) fn shards(namespace: &str, shards: u32) -> Vec<Keys> {
+        if shards <= 1 {
+            return vec![Keys::new(namespace)];
+        }
+        (0..shards)
+            .map(|k| Keys {
+                prefix: format!("titus:{{{namespace}:{k}}}"),
+            })
+            .collect()
+    }
+
     /// Hash: stage -> all-time count.
     pub(crate) fn totals(&self) -> String {
         format!("{}:totals", self.prefix)
@@ -255,6 +268,17 @@ impl Target {
     }
 }
 
+/// The shard of a stage: FNV-1a (64-bit) of its name, modulo the number of
+/// shards. Stable across processes, versions and platforms.
+pub(crate) fn shard_of(stage: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in stage.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
 /// The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag,
 /// modulo 16384.
 pub(crate) fn hash_slot(key: &str) -> u16 {
@@ -317,7 +341,7 @@ fn tls_certificates(tls: &crate::config::Tls, nodes: &[String]) -> Option<redis:
 pub(crate) struct Writer {
     target: Target,
     con: Option<Conn>,
-    keys: Keys,
+    shards: Vec<Keys>,
     instance: String,
     sha: String,
     io_timeout: Duration,
@@ -330,7 +354,7 @@ impl Writer {
         Ok(Writer {
             target: Target::open(config)?,
             con: None,
-            keys: Keys::new(&config.namespace),
+            shards: Keys::shards(&config.namespace, config.shards),
             instance,
             sha: redis::Script::new(BATCH_SCRIPT).get_hash().to_owned(),
             io_timeout: config.io_timeout,
@@ -341,12 +365,11 @@ impl Writer {
 
     /// Waits until `wait_replicas` replicas of the namespace's primary have
     /// every write of this connection (the batch just applied).
-    fn wait_for_replicas(&mut self) -> redis::RedisResult<()> {
+    fn wait_for_replicas(&mut self, slot: u16) -> redis::RedisResult<()> {
         let wanted = self.wait_replicas;
         let timeout_ms = self.io_timeout.as_millis().max(1) as u64;
         let mut wait = redis::cmd("WAIT");
         wait.arg(wanted).arg(timeout_ms);
-        let slot = hash_slot(&self.keys.totals());
         let acked: i64 = match self.con.as_mut() {
             Some(Conn::Cluster(con)) => {
                 // WAIT has no key: send it to the node that ran the script.
@@ -387,55 +410,87 @@ impl Writer {
         Ok(self.con.as_mut().expect("connected above").get())
     }
 
-    /// Sends `batch` in one round trip (two if the server does not have the
-    /// script cached). Any I/O failure drops the connection; the caller keeps
-    /// the batch and resends it unchanged.
+    /// Sends `batch` in one round trip per shard it touches (one without
+    /// sharding; two if the server does not have the script cached). Any
+    /// I/O failure drops the connection; the caller keeps the batch and
+    /// resends it unchanged, and every shard skips what it already applied.
     pub(crate) fn apply(&mut self, batch: &Batch, record: &str) -> Result<Applied, SendError> {
-        let keys = [
-            self.keys.totals(),
-            self.keys.seq(&self.instance),
-            self.keys.minute(batch.cut_ms / 60_000),
-            self.keys.instances(),
-        ];
-        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * batch.deltas.len());
-        args.push(batch.seq.to_string());
-        args.push(SEQ_MARK_TTL.as_secs().to_string());
-        args.push(self.history_retention.as_secs().max(60).to_string());
-        args.push(self.instance.clone());
-        args.push(record.to_owned());
-        for (stage, delta) in &batch.deltas {
-            args.push((*stage).to_owned());
-            args.push(delta.to_string());
-        }
         if let Err(error) = self.connection() {
             return Err(SendError {
                 error,
                 maybe_applied: false,
             });
         }
-        let result = self.eval(&keys, &args).and_then(|applied| {
-            if self.wait_replicas > 0 {
-                self.wait_for_replicas()?;
+        let shards = self.shards.len();
+        let mut applied_now = false;
+        // Shard 0 last: its instance record then claims the batch only once
+        // every other shard has it.
+        for shard in (1..shards).chain([0]) {
+            let deltas: Vec<&(&'static str, u64)> = batch
+                .deltas
+                .iter()
+                .filter(|(stage, _)| shards == 1 || shard_of(stage, shards) == shard)
+                .collect();
+            if deltas.is_empty() && shard != 0 {
+                continue;
             }
-            Ok(applied)
-        });
-        match result {
-            Ok(0) => Ok(Applied::Before),
-            Ok(_) => Ok(Applied::Now),
-            Err(error) => {
-                // Only a clean error about the script or the data keeps the
-                // connection: after a timeout a late reply could be read as
-                // the answer to the next command, and after READONLY, MOVED
-                // and the like the connection leads to the wrong server.
-                if !keeps_connection(&error) {
-                    self.con = None;
+            match self.apply_shard(shard, batch, &deltas, record) {
+                Ok(applied) => applied_now |= applied == Applied::Now,
+                Err(error) => {
+                    // Only a clean error about the script or the data keeps
+                    // the connection: after a timeout a late reply could be
+                    // read as the answer to the next command, and after
+                    // READONLY, MOVED and the like it leads to the wrong server.
+                    if !keeps_connection(&error) {
+                        self.con = None;
+                    }
+                    return Err(SendError {
+                        error,
+                        maybe_applied: true,
+                    });
                 }
-                Err(SendError {
-                    error,
-                    maybe_applied: true,
-                })
             }
         }
+        Ok(if applied_now {
+            Applied::Now
+        } else {
+            Applied::Before
+        })
+    }
+
+    fn apply_shard(
+        &mut self,
+        shard: usize,
+        batch: &Batch,
+        deltas: &[&(&'static str, u64)],
+        record: &str,
+    ) -> redis::RedisResult<Applied> {
+        let keys = &self.shards[shard];
+        let keys = [
+            keys.totals(),
+            keys.seq(&self.instance),
+            keys.minute(batch.cut_ms / 60_000),
+            keys.instances(),
+        ];
+        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * deltas.len());
+        args.push(batch.seq.to_string());
+        args.push(SEQ_MARK_TTL.as_secs().to_string());
+        args.push(self.history_retention.as_secs().max(60).to_string());
+        args.push(self.instance.clone());
+        args.push(record.to_owned());
+        for (stage, delta) in deltas {
+            args.push((*stage).to_owned());
+            args.push(delta.to_string());
+        }
+        let applied = self.eval(&keys, &args)?;
+        if self.wait_replicas > 0 {
+            self.wait_for_replicas(hash_slot(&keys[0]))?;
+        }
+        Ok(if applied == 0 {
+            Applied::Before
+        } else {
+            Applied::Now
+        })
     }
 
     fn eval(&mut self, keys: &[String; 4], args: &[String]) -> redis::RedisResult<i64> {
@@ -493,6 +548,23 @@ mod tests {
         assert_eq!(keys.minute(29_000_000), "titus:{orders}:minute:29000000");
         assert_eq!(keys.instances(), "titus:{orders}:instances");
         assert_eq!(keys.seq("abc"), "titus:{orders}:seq:abc");
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let keys = Keys::shards("orders", 4);
+        assert_eq!(keys[3].totals(), "titus:{orders:3}:totals");
+        assert_eq!(
+            Keys::shards("orders", 1)[0].totals(),
+            "titus:{orders}:totals"
+        );
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(shard_of("a", 7), (0xaf63_dc4c_8601_ec8c_u64 % 7) as usize);
+        let mut used = [0; 4];
+        for i in 0..400 {
+            used[shard_of(&format!("stage.{i}"), 4)] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 60), "{used:?}");
     }
 
     #[test]
