@@ -186,3 +186,39 @@ fn bad_tls_settings_are_errors_naming_the_setting() {
         .tls_client_cert(certs.path("client.pem"), "/nonexistent/client.key"));
     assert!(unreadable.starts_with("tls_client_cert"), "{unreadable}");
 }
+
+#[test]
+fn tls_on_a_cluster() {
+    let certs = TestCerts::generate();
+    let cluster = support::RedisCluster::start_tls(&certs, 3);
+    let url = cluster.tls_url();
+    let output = run_child_ok(
+        "tls_child",
+        &[
+            ("TITUS_COUNT_REDIS_URL", &url),
+            ("TITUS_COUNT_NAMESPACE", "tls_cluster"),
+            ("TITUS_COUNT_TLS_CA", &certs.path("ca.pem")),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(field(&stdout, "flush"), "ok", "{stdout}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
+        .args([
+            "--redis-url",
+            &url,
+            "--namespace",
+            "tls_cluster",
+            "totals",
+            "--json",
+        ])
+        .env("TITUS_COUNT_TLS_CA", certs.path("ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("\"tls.messages\":21"), "{stdout}");
+}

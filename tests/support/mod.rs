@@ -537,6 +537,82 @@ impl RedisCluster {
         }
     }
 
+    /// Starts a cluster of `primaries` primaries that speaks only TLS, with
+    /// the server certificate of `certs`, clients and nodes alike.
+    pub fn start_tls(certs: &TestCerts, primaries: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..primaries)
+            .map(|_| {
+                RedisServer::start_tls(
+                    certs,
+                    "server",
+                    "no",
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--tls", "--cacert", &certs.path("ca.pem")])
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Every node agrees the cluster is ok (asked over TLS).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["--tls", "--cacert", &certs.path("ca.pem")])
+                    .args(["-p", &node.port().to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli cluster info");
+                let info = String::from_utf8_lossy(&info.stdout);
+                if info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{primaries}"))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the TLS cluster did not become ok"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed-node `rediss://` URL list of a TLS cluster.
+    pub fn tls_url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.tls_url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Waits until every node says `cluster_state:ok` and knows every node.
     pub fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -727,10 +803,12 @@ impl TestCerts {
         };
         ca("ca");
         ca("other-ca");
+        // Cluster nodes present their server certificate to each other as
+        // clients too.
         leaf(
             "server",
             "ca",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n",
         );
         leaf("client", "ca", "extendedKeyUsage=clientAuth\\n");
         leaf(
