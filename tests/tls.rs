@@ -14,7 +14,11 @@ use titus_count::{Config, InitError};
 /// The child: count, try to flush, print the outcome and the health.
 fn child() {
     support::log_to_stderr();
-    let _guard = Config::from_env()
+    let mut config = Config::from_env();
+    if std::env::var("TEST_ACCEPT_INVALID_CERTIFICATES").is_ok() {
+        config = config.dangerously_accept_invalid_tls_certificates();
+    }
+    let _guard = config
         .io_timeout(Duration::from_millis(500))
         .shutdown_timeout(Duration::from_millis(500))
         .init()
@@ -221,4 +225,24 @@ fn tls_on_a_cluster() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("\"tls.messages\":21"), "{stdout}");
+}
+
+#[test]
+fn the_loudly_named_opt_out_accepts_any_certificate_and_says_so() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, "rogue", "no", &[]);
+    let output = run_child_ok(
+        "tls_child",
+        &[
+            ("TITUS_COUNT_REDIS_URL", &redis.tls_url()),
+            ("TEST_ACCEPT_INVALID_CERTIFICATES", "1"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(field(&stdout, "flush"), "ok", "{stdout}");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("[WARN] titus-count: TLS certificate verification is OFF"),
+        "{log}"
+    );
 }
