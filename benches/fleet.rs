@@ -1,7 +1,9 @@
 //! Fleet simulation: many counting processes (each a distinct instance with
 //! its own sequence numbers) flushing a realistic batch once a second into
-//! one Redis. For growing fleet sizes it reports flush latency, Redis CPU
-//! and Redis memory per instance, and stops where latency nears the interval.
+//! one Redis, then into a local three-primary cluster with the namespace
+//! sharded over the primaries. For growing fleet sizes it reports flush
+//! latency, Redis CPU (summed over nodes) and Redis memory per instance, and
+//! stops where the fleet no longer keeps up.
 //!
 //! `cargo bench --bench fleet` (prints a table; `scripts/bench.sh` keeps it).
 
@@ -21,6 +23,24 @@ const WORKERS: usize = 8;
 /// How long each fleet size is measured.
 const ROUND: Duration = Duration::from_secs(4);
 
+/// Where the simulated fleet flushes.
+struct Target<'a> {
+    name: &'static str,
+    url: String,
+    shards: u32,
+    nodes: Vec<&'a support::RedisServer>,
+}
+
+impl Target<'_> {
+    /// A field of `INFO section`, summed over the nodes.
+    fn info(&self, section: &str, field: &str) -> f64 {
+        self.nodes
+            .iter()
+            .map(|n| info(&mut n.connection(), section, field))
+            .sum()
+    }
+}
+
 fn info(con: &mut redis::Connection, section: &str, field: &str) -> f64 {
     let text: String = redis::cmd("INFO").arg(section).query(con).unwrap();
     text.lines()
@@ -38,13 +58,10 @@ struct Round {
     on_time: bool,
 }
 
-fn round(redis: &support::RedisServer, processes: usize, generation: usize) -> Round {
-    let mut con = redis.connection();
-    let mem_before = info(&mut con, "memory", "used_memory");
-    let cpu = |con: &mut redis::Connection| {
-        info(con, "cpu", "used_cpu_sys") + info(con, "cpu", "used_cpu_user")
-    };
-    let cpu_before = cpu(&mut con);
+fn round(target: &Target<'_>, processes: usize, generation: usize) -> Round {
+    let mem_before = target.info("memory", "used_memory");
+    let cpu = || target.info("cpu", "used_cpu_sys") + target.info("cpu", "used_cpu_user");
+    let cpu_before = cpu();
     let started = Instant::now();
     let names: Vec<&'static str> = (0..STAGES)
         .map(|i| &*Box::leak(format!("fleet.stage{i:02}").into_boxed_str()))
@@ -53,9 +70,9 @@ fn round(redis: &support::RedisServer, processes: usize, generation: usize) -> R
         let handles: Vec<_> = (0..WORKERS)
             .map(|w| {
                 let names = &names;
-                let url = redis.url();
+                let (url, shards) = (target.url.clone(), target.shards);
                 s.spawn(move || {
-                    let mut writer = BatchWriter::new(&url, "fleet", "unused").unwrap();
+                    let mut writer = BatchWriter::sharded(&url, "fleet", "unused", shards).unwrap();
                     let mine: Vec<usize> = (w..processes).step_by(WORKERS).collect();
                     let ids: Vec<String> = mine
                         .iter()
@@ -107,9 +124,8 @@ fn round(redis: &support::RedisServer, processes: usize, generation: usize) -> R
         processes,
         p50: pick(0.5),
         p99: pick(0.99),
-        redis_cpu: (cpu(&mut con) - cpu_before) / wall.as_secs_f64(),
-        bytes_per_instance: (info(&mut con, "memory", "used_memory") - mem_before)
-            / processes as f64,
+        redis_cpu: (cpu() - cpu_before) / wall.as_secs_f64(),
+        bytes_per_instance: (target.info("memory", "used_memory") - mem_before) / processes as f64,
         on_time: results.iter().all(|(_, ok)| *ok),
     }
 }
@@ -121,35 +137,53 @@ fn main() {
         return;
     }
     let redis = support::RedisServer::start_with(&["--maxclients", "10000"]);
+    let cluster = support::RedisCluster::start(3, 0);
+    let targets = [
+        Target {
+            name: "one Redis",
+            url: redis.url(),
+            shards: 1,
+            nodes: vec![&redis],
+        },
+        Target {
+            name: "3-primary cluster, 3 shards",
+            url: cluster.url(),
+            shards: 3,
+            nodes: cluster.nodes.iter().collect(),
+        },
+    ];
     println!(
-        "fleet simulation: {STAGES} stages per batch, one batch per process every {INTERVAL:?}, one Redis"
+        "fleet simulation: {STAGES} stages per batch, one batch per process every {INTERVAL:?}"
     );
     println!(
-        "| processes | flush p50 | flush p99 | Redis CPU | Redis memory per process | keeps up |"
+        "| target | processes | flush p50 | flush p99 | Redis CPU (all nodes) | Redis memory per process | keeps up |"
     );
-    println!("|---|---|---|---|---|---|");
-    let mut capacity = 0;
-    for (generation, processes) in [250usize, 500, 1_000, 2_000, 4_000, 8_000, 16_000]
-        .into_iter()
-        .enumerate()
-    {
-        let r = round(&redis, processes, generation);
-        let keeps_up = r.on_time && r.p99 < INTERVAL / 10;
-        println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.0}% | {:.0} B | {} |",
-            r.processes,
-            r.p50.as_secs_f64() * 1e3,
-            r.p99.as_secs_f64() * 1e3,
-            r.redis_cpu * 100.0,
-            r.bytes_per_instance,
-            if keeps_up { "yes" } else { "no" }
-        );
-        if !keeps_up {
-            break;
+    println!("|---|---|---|---|---|---|---|");
+    let mut generation = 0;
+    for target in &targets {
+        let mut capacity = 0;
+        for processes in [250usize, 500, 1_000, 2_000, 4_000, 8_000] {
+            generation += 1;
+            let r = round(target, processes, generation);
+            let keeps_up = r.on_time && r.p99 < INTERVAL / 10;
+            println!(
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.0}% | {:.0} B | {} |",
+                target.name,
+                r.processes,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.redis_cpu * 100.0,
+                r.bytes_per_instance,
+                if keeps_up { "yes" } else { "no" }
+            );
+            if !keeps_up {
+                break;
+            }
+            capacity = processes;
         }
-        capacity = processes;
+        println!(
+            "fleet capacity, {}: {capacity} processes at a 1 s interval (p99 flush under 100 ms, on schedule)",
+            target.name
+        );
     }
-    println!(
-        "fleet capacity: {capacity} processes at a 1 s interval on one Redis (p99 flush under 100 ms, on schedule)"
-    );
 }

@@ -33,7 +33,7 @@ export CALLGRIND
     echo
     grep -E '^(flush_batch/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
     echo
-    echo "### Fleet simulation (one Redis)"
+    echo "### Fleet simulation"
     echo
     grep -E '^(\||fleet)' target/fleet.log
 } > benches/results.md

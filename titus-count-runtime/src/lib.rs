@@ -58,9 +58,20 @@ pub mod __private {
     impl BatchWriter {
         /// A writer for `instance` into `namespace` at `redis_url`.
         pub fn new(redis_url: &str, namespace: &str, instance: &str) -> Result<Self, String> {
+            Self::sharded(redis_url, namespace, instance, 1)
+        }
+
+        /// Like [`new`](Self::new), with the namespace spread over `shards`.
+        pub fn sharded(
+            redis_url: &str,
+            namespace: &str,
+            instance: &str,
+            shards: u32,
+        ) -> Result<Self, String> {
             let config = crate::Config::default()
                 .redis_url(redis_url)
                 .namespace(namespace)
+                .shards(shards)
                 .resolve()
                 .map_err(|e| e.to_string())?;
             crate::redis::Writer::new(&config, instance.to_owned())
