@@ -11,6 +11,7 @@ command -v valgrind >/dev/null || { sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo; 
 
 cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
 cargo bench --bench fleet | tee target/fleet.log
+cargo bench --bench memory | tee target/memory.log
 
 cargo build --release --example hot_path
 CALLS=2000000
@@ -32,6 +33,10 @@ export CALLGRIND
     python3 scripts/bench_report.py
     echo
     grep -E '^(flush_batch/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
+    echo
+    echo "### Memory (heap held by titus-count, threads parked after counting)"
+    echo
+    grep -E '^\|' target/memory.log
     echo
     echo "### Fleet simulation"
     echo
