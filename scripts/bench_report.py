@@ -116,6 +116,7 @@ def main():
 
     print("\n".join(out))
     chart(tables, cores)
+    pipeline_chart()
 
 
 def chart(tables, cores):
@@ -149,6 +150,38 @@ def chart(tables, cores):
         svg.append(f'<text x="{left + j * 120 + 14}" y="{y + 31}">{t} thread{"s" if t > 1 else ""}</text>')
     svg.append("</svg>")
     with open(os.path.join("benches", "results.svg"), "w") as f:
+        f.write("\n".join(svg))
+
+
+def pipeline_chart():
+    """A horizontal bar chart of pipeline throughput, messages per second."""
+    rows = []
+    for group, key, n, label in [
+        ("pipeline", "not_counted", 100000, "not counted"),
+        ("pipeline", "titus_count", 100000, "titus-count"),
+        ("pipeline", "metrics", 100000, "metrics crate"),
+        ("pipeline_redis", "redis_incr", 2000, "Redis INCR per message and stage"),
+    ]:
+        r = load(group, key, n)
+        if r:
+            rows.append((label, n / (r[0] / 1e9)))
+    if not rows:
+        return
+    width, left, bar, gap = 900, 290, 18, 10
+    height = 50 + len(rows) * (bar + gap) + 20
+    top = max(rate for _, rate in rows)
+    scale = lambda rate: left + rate / top * (width - left - 140)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">']
+    svg.append(f'<rect width="{width}" height="{height}" fill="white"/>')
+    svg.append(f'<text x="{left}" y="20" font-size="14">Titus-like pipeline throughput (messages per second, median)</text>')
+    y = 40
+    for label, rate in rows:
+        svg.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{label}</text>')
+        svg.append(f'<rect x="{left}" y="{y}" width="{max(scale(rate) - left, 1):.1f}" height="{bar}" fill="#2b6cb0"/>')
+        svg.append(f'<text x="{scale(rate) + 6:.1f}" y="{y + bar - 5}">{rate:,.0f}/s</text>')
+        y += bar + gap
+    svg.append("</svg>")
+    with open(os.path.join("benches", "pipeline.svg"), "w") as f:
         f.write("\n".join(svg))
 
 
