@@ -11,21 +11,24 @@
 
 use std::hint::black_box;
 
+// A handler that does a little arithmetic. (A `black_box` inside it would
+// force a stack frame on every version and hide what counting adds.)
+
 #[inline(never)]
 fn plain(x: u64) -> u64 {
-    black_box(x).wrapping_add(1)
+    x.wrapping_mul(3) ^ 7
 }
 
 #[inline(never)]
 #[titus_count::counted("hot_path.counted")]
 fn counted(x: u64) -> u64 {
-    black_box(x).wrapping_add(1)
+    x.wrapping_mul(3) ^ 7
 }
 
 #[inline(never)]
 fn count_macro(x: u64) -> u64 {
     titus_count::count!("hot_path.count_macro");
-    black_box(x).wrapping_add(1)
+    x.wrapping_mul(3) ^ 7
 }
 
 fn main() {
