@@ -186,6 +186,14 @@ static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(|| {
     })
 });
 
+/// Adds a collected delta to a stage's lifetime total and to its pending
+/// delta.
+fn add(totals: &mut [u64], pending: &mut [u64], stage: u32, delta: u64) {
+    let stage = stage as usize;
+    totals[stage] = totals[stage].wrapping_add(delta);
+    pending[stage] = pending[stage].wrapping_add(delta);
+}
+
 /// Locks the registry. A panic while it was held cannot leave it
 /// inconsistent in a way that loses counts, so poisoning is ignored.
 pub(crate) fn registry() -> MutexGuard<'static, Registry> {
@@ -231,12 +239,6 @@ impl Registry {
         }
     }
 
-    fn add(&mut self, stage: u32, delta: u64) {
-        let stage = stage as usize;
-        self.totals[stage] = self.totals[stage].wrapping_add(delta);
-        self.pending[stage] = self.pending[stage].wrapping_add(delta);
-    }
-
     /// Reads every cell, adds what is new since the last collection to the
     /// totals and to the pending deltas, and recycles finished records.
     pub(crate) fn collect(&mut self) {
@@ -247,11 +249,8 @@ impl Registry {
             }
             let mut seen = std::mem::take(&mut self.seen[record.index]);
             let (totals, pending) = (&mut self.totals, &mut self.pending);
-            let finished = record.collect(&mut seen, |stage, delta| {
-                let stage = stage as usize;
-                totals[stage] = totals[stage].wrapping_add(delta);
-                pending[stage] = pending[stage].wrapping_add(delta);
-            });
+            let finished =
+                record.collect(&mut seen, |stage, delta| add(totals, pending, stage, delta));
             if finished {
                 record.recycle(&mut seen);
                 self.free.push(record.index);
@@ -263,7 +262,7 @@ impl Registry {
             let delta = site.take_orphaned();
             if delta != 0 {
                 let stage = site.stage_id_locked(self);
-                self.add(stage, delta);
+                add(&mut self.totals, &mut self.pending, stage, delta);
             }
         }
     }

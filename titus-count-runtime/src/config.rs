@@ -657,35 +657,44 @@ pub fn redact_url(url: &str) -> String {
             .collect::<Vec<_>>()
             .join(",");
     }
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+    let Some((scheme, userinfo, rest)) = split_userinfo(url) else {
         // Not a URL; it may still hold a secret, so show only its shape.
         return "<unparsable>".to_owned();
     };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let mut out = url[..scheme_end].to_owned();
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
+    let mut out = scheme.to_owned();
+    if let Some(userinfo) = userinfo {
+        match userinfo.find(':') {
+            Some(colon) => {
+                out.push_str(&userinfo[..colon]);
+                out.push_str(":***");
             }
-            out.push_str(&authority[at..]);
+            None => out.push_str(userinfo),
         }
-        None => out.push_str(authority),
     }
-    let tail = &rest[authority_end..];
     // A password can also be passed as a `pass=` query parameter.
-    match tail.find("pass=") {
-        Some(_) => out.push_str(&tail[..tail.find('?').unwrap_or(tail.len())]),
-        None => out.push_str(tail),
+    match rest.find("pass=") {
+        Some(_) => out.push_str(&rest[..rest.find('?').unwrap_or(rest.len())]),
+        None => out.push_str(rest),
     }
     out
+}
+
+/// A URL cut into `scheme://`, the user information before `@` (if any),
+/// and the rest from the `@` on.
+fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
+    let scheme_end = url.find("://")? + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(match rest[..authority_end].rfind('@') {
+        Some(at) => (&url[..scheme_end], Some(&rest[..at]), &rest[at..]),
+        None => (&url[..scheme_end], None, rest),
+    })
+}
+
+/// The password in a URL's user information, if any.
+pub(crate) fn password_of(url: &str) -> Option<&str> {
+    let userinfo = split_userinfo(url)?.1?;
+    Some(&userinfo[userinfo.find(':')? + 1..])
 }
 
 #[cfg(test)]
@@ -703,6 +712,13 @@ mod tests {
         assert_eq!(parse_duration("5 parsecs"), Err("unknown unit"));
         assert_eq!(parse_duration("1.2.3s"), Err("malformed number"));
         assert_eq!(parse_duration("99999999h"), Err("too large"));
+    }
+
+    #[test]
+    fn password_is_found_for_redaction() {
+        assert_eq!(password_of("redis://u:pw@h:1/0"), Some("pw"));
+        assert_eq!(password_of("redis://u:p@ss@h"), Some("p@ss"));
+        assert_eq!(password_of("redis://h:1"), None);
     }
 
     #[test]

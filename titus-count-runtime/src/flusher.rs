@@ -172,7 +172,7 @@ impl Config {
                 })?;
             let (tx, rx) = crossbeam_channel::unbounded();
             health::update(|h| h.instance = instance.clone());
-            let flusher = Flusher::new(&config, writer, instance.clone(), rx);
+            let flusher = Flusher::new(&config, writer, rx);
             std::thread::Builder::new()
                 .name("titus-count-flusher".to_owned())
                 .spawn(move || flusher.run())
@@ -356,7 +356,7 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn new(config: &Resolved, writer: Writer, _instance: String, rx: Receiver<Request>) -> Self {
+    fn new(config: &Resolved, writer: Writer, rx: Receiver<Request>) -> Self {
         Flusher {
             rx,
             writer,

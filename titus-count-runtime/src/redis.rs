@@ -525,16 +525,9 @@ pub(crate) fn describe(e: &redis::RedisError, url: &str) -> String {
     // future version does.
     crate::config::nodes(url)
         .into_iter()
-        .filter_map(password_of)
+        .filter_map(crate::config::password_of)
         .filter(|p| !p.is_empty())
         .fold(text, |text, pass| text.replace(pass, "***"))
-}
-
-fn password_of(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    Some(&userinfo[userinfo.find(':')? + 1..])
 }
 
 #[cfg(test)]
@@ -575,11 +568,5 @@ mod tests {
         assert_eq!(hash_slot("{user1000}.following"), hash_slot("user1000"));
         assert_eq!(hash_slot("titus:{orders}:totals"), hash_slot("orders"));
         assert_eq!(hash_slot("a{}b"), hash_slot("a{}b"));
-    }
-
-    #[test]
-    fn password_is_found_for_redaction() {
-        assert_eq!(password_of("redis://u:pw@h:1/0"), Some("pw"));
-        assert_eq!(password_of("redis://h:1"), None);
     }
 }
