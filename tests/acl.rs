@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::{RedisServer, is_child, run_child_ok};
 
 /// The README's writer rule, for the namespace `acl`.
@@ -82,16 +80,7 @@ fn minimal_acl_users_are_enough() {
         vec!["history", "acl.in", "--period", "5m"],
         vec!["flow", "acl.in", "acl.out"],
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_titus-count"))
-            .args(["--redis-url", &reader_url, "--namespace", "acl"])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        support::titus_count_ok(&reader_url, "acl", &args, &[]);
     }
     let mut reader = redis::Client::open(reader_url)
         .unwrap()

@@ -117,23 +117,7 @@ fn processes_flush_exactly_into_a_cluster() {
     assert_eq!(cluster.totals("cl_exact")["cluster.messages"], counted);
 
     // The command reads the same totals through the node list.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
-        .args([
-            "--redis-url",
-            &cluster.url(),
-            "--namespace",
-            "cl_exact",
-            "totals",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = support::titus_count_ok(&cluster.url(), "cl_exact", &["totals", "--json"], &[]);
     assert!(
         stdout.contains(&format!("\"cluster.messages\":{counted}")),
         "{stdout}"
@@ -227,23 +211,11 @@ fn a_sharded_namespace_spreads_over_nodes_and_reads_merged() {
     assert_eq!(four, counted);
 
     // The command merges the shards.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
-        .args([
-            "--redis-url",
-            &cluster.url(),
-            "--namespace",
-            "cl_shard",
-            "totals",
-            "--json",
-        ])
-        .env("TITUS_COUNT_SHARDS", "4")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = support::titus_count_ok(
+        &cluster.url(),
+        "cl_shard",
+        &["totals", "--json"],
+        &[("TITUS_COUNT_SHARDS", "4")],
     );
     assert!(
         stdout.contains(&format!("\"cluster.messages\":{counted}")),

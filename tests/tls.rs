@@ -39,22 +39,17 @@ fn field<'a>(stdout: &'a str, name: &str) -> &'a str {
 }
 
 fn totals_over_tls(certs: &TestCerts, redis: &RedisServer, client: bool) -> String {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"));
-    command
-        .args(["--redis-url", &redis.tls_url(), "totals", "--json"])
-        .env("TITUS_COUNT_TLS_CA", certs.path("ca.pem"));
-    if client {
-        command
-            .env("TITUS_COUNT_TLS_CERT", certs.path("client.pem"))
-            .env("TITUS_COUNT_TLS_KEY", certs.path("client.key"));
-    }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (ca, cert, key) = (
+        certs.path("ca.pem"),
+        certs.path("client.pem"),
+        certs.path("client.key"),
     );
-    String::from_utf8(output.stdout).unwrap()
+    let mut envs = vec![("TITUS_COUNT_TLS_CA", ca.as_str())];
+    if client {
+        envs.push(("TITUS_COUNT_TLS_CERT", cert.as_str()));
+        envs.push(("TITUS_COUNT_TLS_KEY", key.as_str()));
+    }
+    support::titus_count_ok(&redis.tls_url(), "titus", &["totals", "--json"], &envs)
 }
 
 #[test]
@@ -206,23 +201,11 @@ fn tls_on_a_cluster() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(field(&stdout, "flush"), "ok", "{stdout}");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
-        .args([
-            "--redis-url",
-            &url,
-            "--namespace",
-            "tls_cluster",
-            "totals",
-            "--json",
-        ])
-        .env("TITUS_COUNT_TLS_CA", certs.path("ca.pem"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = support::titus_count_ok(
+        &url,
+        "tls_cluster",
+        &["totals", "--json"],
+        &[("TITUS_COUNT_TLS_CA", &certs.path("ca.pem"))],
     );
     assert!(stdout.contains("\"tls.messages\":21"), "{stdout}");
 }

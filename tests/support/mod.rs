@@ -247,6 +247,29 @@ pub fn spawn_child(test: &str, envs: &[(&str, &str)]) -> Child {
         .expect("spawn the test binary as a child")
 }
 
+/// Runs the `titus-count` command against `redis_url` and `namespace` with
+/// `args` and extra environment, asserts that it succeeded, and returns its
+/// standard output.
+pub fn titus_count_ok(
+    redis_url: &str,
+    namespace: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_titus-count"))
+        .args(["--redis-url", redis_url, "--namespace", namespace])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run titus-count");
+    assert!(
+        output.status.success(),
+        "titus-count {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
 /// A logger that writes records to stderr, so a child's log can be checked
 /// by its parent.
 pub struct StderrLogger;
