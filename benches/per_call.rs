@@ -76,7 +76,6 @@ fn prometheus_inc(x: u64) -> u64 {
 thread_local! {
     static PROMETHEUS_LOCAL: prometheus::local::LocalIntCounter = prometheus_counter().local();
     static UDP: RefCell<Option<UdpSocket>> = const { RefCell::new(None) };
-    static REDIS: RefCell<Option<redis::Connection>> = const { RefCell::new(None) };
 }
 
 #[inline(never)]
@@ -103,20 +102,9 @@ fn udp_datagram(x: u64) -> u64 {
     x.wrapping_mul(3) ^ 7
 }
 
-static REDIS_URL: OnceLock<String> = OnceLock::new();
-
 #[inline(never)]
 fn redis_incr(x: u64) -> u64 {
-    REDIS.with(|c| {
-        let mut c = c.borrow_mut();
-        let con = c.get_or_insert_with(|| {
-            redis::Client::open(REDIS_URL.get().unwrap().as_str())
-                .unwrap()
-                .get_connection()
-                .unwrap()
-        });
-        let _: i64 = redis::cmd("INCR").arg("bench:incr").query(con).unwrap();
-    });
+    common::redis_incr("bench:incr");
     x.wrapping_mul(3) ^ 7
 }
 
@@ -162,7 +150,7 @@ fn per_call(c: &mut Criterion) {
 
     // The naive approach: one Redis round trip per call.
     let redis = support::RedisServer::start();
-    REDIS_URL.set(redis.url()).unwrap();
+    common::REDIS_URL.set(redis.url()).unwrap();
     {
         let mut g = c.benchmark_group("per_call_redis");
         g.sample_size(10).measurement_time(Duration::from_secs(3));

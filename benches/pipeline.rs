@@ -8,9 +8,7 @@ mod support;
 
 mod common;
 
-use std::cell::RefCell;
 use std::hint::black_box;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -61,11 +59,6 @@ impl Counting for Metrics {
     }
 }
 
-static REDIS_URL: OnceLock<String> = OnceLock::new();
-thread_local! {
-    static REDIS: RefCell<Option<redis::Connection>> = const { RefCell::new(None) };
-}
-
 struct RedisIncr;
 impl Counting for RedisIncr {
     fn hit(&self, stage: Stage) {
@@ -75,16 +68,7 @@ impl Counting for RedisIncr {
             Stage::Enrich => "pipeline:enrich",
             Stage::Emit => "pipeline:emit",
         };
-        REDIS.with(|c| {
-            let mut c = c.borrow_mut();
-            let con = c.get_or_insert_with(|| {
-                redis::Client::open(REDIS_URL.get().unwrap().as_str())
-                    .unwrap()
-                    .get_connection()
-                    .unwrap()
-            });
-            let _: i64 = redis::cmd("INCR").arg(key).query(con).unwrap();
-        });
+        common::redis_incr(key);
     }
 }
 
@@ -139,7 +123,7 @@ fn run_pipeline<C: Counting>(counting: &C, messages: u64) -> Duration {
 fn pipeline(c: &mut Criterion) {
     common::RegistryRecorder::install();
     let redis = support::RedisServer::start();
-    REDIS_URL.set(redis.url()).unwrap();
+    common::REDIS_URL.set(redis.url()).unwrap();
     let _guard = titus_count::Config::default()
         .redis_url(redis.url())
         .interval(Duration::from_millis(100))

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::sync::{Arc, Barrier};
+use std::cell::RefCell;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -71,4 +72,26 @@ impl Recorder for RegistryRecorder {
         self.registry
             .get_or_create_histogram(key, |h| Histogram::from_arc(Arc::clone(h)))
     }
+}
+
+/// The Redis server the naive approach talks to; set once per benchmark.
+pub static REDIS_URL: OnceLock<String> = OnceLock::new();
+
+thread_local! {
+    static REDIS: RefCell<Option<redis::Connection>> = const { RefCell::new(None) };
+}
+
+/// The naive approach: one `INCR` round trip per count, on this thread's
+/// own connection to [`REDIS_URL`].
+pub fn redis_incr(key: &str) {
+    REDIS.with(|c| {
+        let mut c = c.borrow_mut();
+        let con = c.get_or_insert_with(|| {
+            redis::Client::open(REDIS_URL.get().expect("REDIS_URL is set").as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap()
+        });
+        let _: i64 = redis::cmd("INCR").arg(key).query(con).unwrap();
+    });
 }
