@@ -484,6 +484,29 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
+/// Joins `nodes` into a cluster with `redis-cli --cluster create`, giving
+/// each primary `replicas` replicas; `cli_args` go first (TLS options).
+fn create_cluster(nodes: &[RedisServer], replicas: usize, cli_args: &[&str]) {
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let output = Command::new("redis-cli")
+        .args(cli_args)
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A local Redis Cluster of real `redis-server` nodes, made with
 /// `redis-cli --cluster create`. Killed on drop.
 pub struct RedisCluster {
@@ -512,22 +535,7 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        let output = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed:\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        create_cluster(&nodes, replicas, &[]);
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok();
         cluster.wait_for_replicas(primaries * replicas);
@@ -584,24 +592,7 @@ impl RedisCluster {
                 )
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        let output = Command::new("redis-cli")
-            .args(["--tls", "--cacert", &certs.path("ca.pem")])
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        create_cluster(&nodes, 0, &["--tls", "--cacert", &certs.path("ca.pem")]);
         // Every node agrees the cluster is ok (asked over TLS).
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &nodes {
