@@ -108,6 +108,27 @@ fn redis_incr(x: u64) -> u64 {
     x.wrapping_mul(3) ^ 7
 }
 
+/// For each approach and thread count, the uninstrumented call's time over
+/// the approach's, from interleaved pairs of runs (see `common::paired`).
+fn paired_ratios(group: &str, approaches: &[Approach]) {
+    const CALLS: u64 = 1 << 21;
+    for threads in [1, common::cores()] {
+        for (name, f) in approaches {
+            let time = |f: fn(u64) -> u64| {
+                common::per_thread(threads, CALLS, |i| {
+                    black_box(f(i));
+                })
+            };
+            common::paired(
+                &format!("{group}/{name}/{threads}"),
+                200,
+                || time(uninstrumented),
+                || time(*f),
+            );
+        }
+    }
+}
+
 /// A named way of making the benchmarked call.
 type Approach = (&'static str, fn(u64) -> u64);
 
@@ -148,6 +169,15 @@ fn per_call(c: &mut Criterion) {
         ],
     );
 
+    // The ratios the targets are about, from interleaved pairs of runs.
+    paired_ratios(
+        "per_call",
+        &[
+            ("titus_counted", titus_counted),
+            ("titus_count_macro", titus_count_macro),
+        ],
+    );
+
     // The naive approach: one Redis round trip per call.
     let redis = support::RedisServer::start();
     common::REDIS_URL.set(redis.url()).unwrap();
@@ -184,6 +214,10 @@ fn per_call(c: &mut Criterion) {
             ("uninstrumented", uninstrumented),
             ("titus_counted", titus_counted),
         ],
+    );
+    paired_ratios(
+        "per_call_flusher_running",
+        &[("titus_counted", titus_counted)],
     );
     drop(sink);
 }

@@ -148,6 +148,21 @@ fn pipeline(c: &mut Criterion) {
     });
     g.finish();
 
+    // The headline ratio, from interleaved pairs of runs (see
+    // `common::paired`): throughput counted over throughput not counted.
+    common::paired(
+        "pipeline/titus_count",
+        200,
+        || run_pipeline(&NotCounted, MESSAGES),
+        || run_pipeline(&TitusCount, MESSAGES),
+    );
+    common::paired(
+        "pipeline/metrics",
+        200,
+        || run_pipeline(&NotCounted, MESSAGES),
+        || run_pipeline(&Metrics, MESSAGES),
+    );
+
     // A Redis round trip per message and stage is so slow that a smaller
     // run says all there is to say; throughput is per message all the same.
     const FEW: u64 = 2_000;
@@ -158,6 +173,12 @@ fn pipeline(c: &mut Criterion) {
         batch(b, &|| run_pipeline(&RedisIncr, FEW))
     });
     g.finish();
+    common::paired(
+        "pipeline/redis_incr",
+        20,
+        || run_pipeline(&NotCounted, FEW),
+        || run_pipeline(&RedisIncr, FEW),
+    );
 }
 
 criterion_group! {

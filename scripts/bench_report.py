@@ -5,9 +5,36 @@ as Markdown, and draws benches/results.svg."""
 
 import json
 import os
+import re
 import sys
 
 CRITERION = os.path.join("target", "criterion")
+BENCH_LOG = os.environ.get("BENCH_LOG", os.path.join("target", "bench.log"))
+
+# The pipelines: criterion group, function, messages per run, label.
+PIPELINES = [
+    ("pipeline", "not_counted", 100000, "not counted"),
+    ("pipeline", "titus_count", 100000, "titus-count"),
+    ("pipeline", "metrics", 100000, "metrics crate"),
+    ("pipeline_redis", "redis_incr", 2000, "Redis `INCR` per message and stage"),
+]
+
+
+def paired():
+    """The `paired:` lines the benchmarks print (see benches/common), as
+    name -> (median, CI low, CI high): time of the baseline over time of the
+    other, from interleaved pairs of runs."""
+    found = {}
+    pattern = re.compile(r"^paired: (\S+): median ([\d.]+) \(95% CI ([\d.]+)-([\d.]+),.*?(\d+) pairs\)")
+    try:
+        lines = open(BENCH_LOG).read().splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        m = pattern.match(line)
+        if m:
+            found[m.group(1)] = (float(m.group(2)), float(m.group(3)), float(m.group(4)), int(m.group(5)))
+    return found
 
 
 def load(group, function, param):
@@ -71,6 +98,25 @@ def main():
             cells.append(f"{ratio:.2f}x" if ratio else "")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    pairs = paired()
+    if any(k.startswith("per_call/") for k in pairs):
+        out.append("\nThe ratios that matter most, from interleaved pairs of runs (each pair runs both")
+        out.append("versions back to back, so both see the same machine; median of the pairs' ratios and")
+        out.append("its 95% confidence interval):\n")
+        out.append("| approach | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}: time over uninstrumented" for t in cores) + " |")
+        out.append("|---" * (1 + len(cores)) + "|")
+        for key, label in [
+            ("per_call/titus_counted", "`#[counted]`"),
+            ("per_call/titus_count_macro", "`count!`"),
+            ("per_call_flusher_running/titus_counted", "`#[counted]`, a flusher flushing every 1 ms"),
+        ]:
+            cells = []
+            for t in cores:
+                r = pairs.get(f"{key}/{t}")
+                # The line holds uninstrumented time over counted time.
+                cells.append(f"{1 / r[0]:.2f}x ({1 / r[2]:.2f}-{1 / r[1]:.2f}, {r[3]} pairs)" if r else "")
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+
     callgrind = os.environ.get("CALLGRIND")
     if callgrind:
         out.append("\n### Instructions per call (callgrind)\n")
@@ -84,22 +130,22 @@ def main():
             out.append(f"| {label} | {per:.1f} | {per - plain:+.1f} |")
 
     out.append("\n### Pipeline (messages per second)\n")
-    out.append("| pipeline | median (min-max) | ratio to not counted |")
+    out.append("| pipeline | median (min-max) | throughput over not counted: paired runs, median (95% CI) |")
     out.append("|---|---|---|")
-    base = load("pipeline", "not_counted", 100000)
-    for group, key, n, label in [
-        ("pipeline", "not_counted", 100000, "not counted"),
-        ("pipeline", "titus_count", 100000, "titus-count"),
-        ("pipeline", "metrics", 100000, "metrics crate"),
-        ("pipeline_redis", "redis_incr", 2000, "Redis `INCR` per message and stage"),
-    ]:
+    for group, key, n, label in PIPELINES:
         r = load(group, key, n)
         if not r:
             continue
         rate = lambda ns: n / (ns / 1e9)
         med, lo, hi = (rate(x) for x in r)
-        ratio = rate(r[0]) / rate(base[0]) if base else 0
-        out.append(f"| {label} | {med:,.0f}/s ({hi:,.0f}-{lo:,.0f}) | {ratio:.3f}x |")
+        p = pairs.get(f"pipeline/{key}")
+        if key == "not_counted":
+            ratio = "1.000x"
+        elif p:
+            ratio = f"{p[0]:.3f}x ({p[1]:.3f}-{p[2]:.3f}, {p[3]} pairs)"
+        else:
+            ratio = ""
+        out.append(f"| {label} | {med:,.0f}/s ({hi:,.0f}-{lo:,.0f}) | {ratio} |")
 
     out.append("\n### One flush (one batch, one round trip)\n")
     out.append("| stages in the batch | median (min-max) |")
@@ -116,7 +162,7 @@ def main():
 
     print("\n".join(out))
     chart(tables, cores)
-    pipeline_chart()
+    pipeline_chart(pairs)
 
 
 def chart(tables, cores):
@@ -153,32 +199,29 @@ def chart(tables, cores):
         f.write("\n".join(svg))
 
 
-def pipeline_chart():
+def pipeline_chart(pairs):
     """A horizontal bar chart of pipeline throughput, messages per second."""
     rows = []
-    for group, key, n, label in [
-        ("pipeline", "not_counted", 100000, "not counted"),
-        ("pipeline", "titus_count", 100000, "titus-count"),
-        ("pipeline", "metrics", 100000, "metrics crate"),
-        ("pipeline_redis", "redis_incr", 2000, "Redis INCR per message and stage"),
-    ]:
+    for group, key, n, label in PIPELINES:
         r = load(group, key, n)
         if r:
-            rows.append((label, n / (r[0] / 1e9)))
+            p = pairs.get(f"pipeline/{key}")
+            note = f" ({p[0]:.3f}x paired)" if p else ""
+            rows.append((label.replace("`", ""), n / (r[0] / 1e9), note))
     if not rows:
         return
     width, left, bar, gap = 900, 290, 18, 10
     height = 50 + len(rows) * (bar + gap) + 20
-    top = max(rate for _, rate in rows)
+    top = max(rate for _, rate, _ in rows)
     scale = lambda rate: left + rate / top * (width - left - 140)
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">']
     svg.append(f'<rect width="{width}" height="{height}" fill="white"/>')
     svg.append(f'<text x="{left}" y="20" font-size="14">Titus-like pipeline throughput (messages per second, median)</text>')
     y = 40
-    for label, rate in rows:
+    for label, rate, note in rows:
         svg.append(f'<text x="{left - 8}" y="{y + bar - 5}" text-anchor="end">{label}</text>')
         svg.append(f'<rect x="{left}" y="{y}" width="{max(scale(rate) - left, 1):.1f}" height="{bar}" fill="#2b6cb0"/>')
-        svg.append(f'<text x="{scale(rate) + 6:.1f}" y="{y + bar - 5}">{rate:,.0f}/s</text>')
+        svg.append(f'<text x="{scale(rate) + 6:.1f}" y="{y + bar - 5}">{rate:,.0f}/s{note}</text>')
         y += bar + gap
     svg.append("</svg>")
     with open(os.path.join("benches", "pipeline.svg"), "w") as f:

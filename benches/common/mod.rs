@@ -95,3 +95,53 @@ pub fn redis_incr(key: &str) {
         let _: i64 = redis::cmd("INCR").arg(key).query(con).unwrap();
     });
 }
+
+/// The ratio of two ways of doing the same work, measured in interleaved
+/// pairs: `pairs` times, run `base` and `other` back to back (in alternating
+/// order, so neither always runs first) and take `time(base) / time(other)`,
+/// so a ratio above 1 means `other` is faster. On a shared machine the
+/// speed drifts over seconds; both halves of a pair see the same drift, so
+/// the median of the pairs' ratios is far steadier than the ratio of two
+/// medians measured one after the other.
+///
+/// Prints `paired: NAME: median R (95% CI LO-HI, quartiles Q1-Q3, N pairs)`,
+/// the line `scripts/bench_report.py` reads.
+pub fn paired(
+    name: &str,
+    pairs: usize,
+    mut base: impl FnMut() -> Duration,
+    mut other: impl FnMut() -> Duration,
+) -> f64 {
+    // Warm both up: first-call paths, caches, channels' buffers.
+    for _ in 0..3 {
+        base();
+        other();
+    }
+    let mut ratios: Vec<f64> = (0..pairs)
+        .map(|i| {
+            let (b, o) = if i % 2 == 0 {
+                let b = base();
+                (b, other())
+            } else {
+                let o = other();
+                (base(), o)
+            };
+            b.as_secs_f64() / o.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
+    let median = q(0.5);
+    // A distribution-free 95% confidence interval for the median: the
+    // order statistics 1.96 standard deviations of Binomial(n, 1/2) either
+    // side of the middle.
+    let half = 0.98 * (pairs as f64).sqrt() / (pairs - 1) as f64;
+    println!(
+        "paired: {name}: median {median:.3} (95% CI {:.3}-{:.3}, quartiles {:.3}-{:.3}, {pairs} pairs)",
+        q(0.5 - half),
+        q(0.5 + half),
+        q(0.25),
+        q(0.75)
+    );
+    median
+}
