@@ -27,8 +27,7 @@ fn counting_child() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     titus_count::count!("cluster.messages");
-                    // Several stages, so that a sharded namespace uses
-                    // several shards.
+                    // Several stages, for readers to merge.
                     match n % 4 {
                         0 => titus_count::count!("cluster.a"),
                         1 => titus_count::count!("cluster.b"),
@@ -52,6 +51,7 @@ fn counting_child() {
     let health = titus_count::health().unwrap();
     assert_eq!(health.pending_counts, 0, "{health:?}");
     println!("\ncounted={counted}");
+    println!("instance={}", titus_count::instance_id().unwrap());
 }
 
 fn run_children(
@@ -62,6 +62,21 @@ fn run_children(
     extra: &[(&str, &str)],
     during: impl FnOnce(),
 ) -> u64 {
+    run_each_child(url, namespace, processes, ms, extra, during)
+        .into_iter()
+        .map(|(_, counted)| counted)
+        .sum()
+}
+
+/// Like [`run_children`]: each child's instance id and count.
+fn run_each_child(
+    url: &str,
+    namespace: &str,
+    processes: usize,
+    ms: u64,
+    extra: &[(&str, &str)],
+    during: impl FnOnce(),
+) -> Vec<(String, u64)> {
     let ms = ms.to_string();
     let mut env = vec![
         ("TITUS_COUNT_REDIS_URL", url),
@@ -83,14 +98,19 @@ fn run_children(
                 "{stdout}\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("counted="))
-                .expect("the child reports its count")
-                .parse::<u64>()
-                .unwrap()
+            let field = |name: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .expect("the child reports its count and instance")
+                    .to_owned()
+            };
+            (
+                field("instance="),
+                field("counted=").parse::<u64>().unwrap(),
+            )
         })
-        .sum()
+        .collect()
 }
 
 #[test]
@@ -175,34 +195,65 @@ fn a_failover_with_wait_for_replicas_loses_nothing() {
     assert_eq!(cluster.totals("cl_failover")["cluster.messages"], counted);
 }
 
+/// The shard a process writes to, as the README documents it: FNV-1a
+/// (64-bit) of its instance id, modulo the number of shards.
+fn shard_of(instance: &str, shards: u64) -> u64 {
+    let hash = instance.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash % shards
+}
+
 #[test]
-fn a_sharded_namespace_spreads_over_nodes_and_reads_merged() {
+fn a_sharded_namespace_writes_each_process_to_its_shard_and_reads_merged() {
     let cluster = RedisCluster::start(3, 0);
-    let counted = run_children(
+    let children = run_each_child(
         &cluster.url(),
         "cl_shard",
-        2,
+        3,
         800,
         &[("TITUS_COUNT_SHARDS", "4")],
         || {},
     );
-    // The shards' totals hashes live on more than one primary.
-    let mut owners = std::collections::BTreeSet::new();
+    let counted: u64 = children.iter().map(|(_, n)| n).sum();
+    // Each shard holds exactly the processes whose id maps to it: their
+    // instance records, sequence marks and counts, and nothing else.
+    let mut con = cluster.connection();
     let mut sum = std::collections::BTreeMap::<String, u64>::new();
     for shard in 0..4 {
-        let key = format!("titus:{{cl_shard:{shard}}}:totals");
+        let mine: Vec<&(String, u64)> = children
+            .iter()
+            .filter(|(id, _)| shard_of(id, 4) == shard)
+            .collect();
         let totals: std::collections::BTreeMap<String, u64> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query(&mut cluster.connection())
+            .arg(format!("titus:{{cl_shard:{shard}}}:totals"))
+            .query(&mut con)
             .unwrap();
-        if !totals.is_empty() {
-            owners.insert(cluster.owner(cluster.slot(&key)).1);
+        let expected: u64 = mine.iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            totals.get("cluster.messages").copied().unwrap_or(0),
+            expected,
+            "shard {shard}"
+        );
+        let mut ids: Vec<String> = redis::cmd("HKEYS")
+            .arg(format!("titus:{{cl_shard:{shard}}}:instances"))
+            .query(&mut con)
+            .unwrap();
+        ids.sort();
+        let mut want: Vec<String> = mine.iter().map(|(id, _)| id.clone()).collect();
+        want.sort();
+        assert_eq!(ids, want, "shard {shard}");
+        for (id, _) in &mine {
+            let seq: Option<u64> = redis::cmd("GET")
+                .arg(format!("titus:{{cl_shard:{shard}}}:seq:{id}"))
+                .query(&mut con)
+                .unwrap();
+            assert!(seq.is_some_and(|s| s > 0), "shard {shard}, instance {id}");
         }
         for (stage, n) in totals {
             *sum.entry(stage).or_default() += n;
         }
     }
-    assert!(owners.len() >= 2, "all shards on one node: {owners:?}");
     assert_eq!(sum["cluster.messages"], counted);
     let four: u64 = ["cluster.a", "cluster.b", "cluster.c", "cluster.d"]
         .iter()
@@ -222,6 +273,16 @@ fn a_sharded_namespace_spreads_over_nodes_and_reads_merged() {
         "{stdout}"
     );
     assert!(stdout.contains("\"settled\":true"), "{stdout}");
+    // It lists the processes of every shard.
+    let stdout = support::titus_count_ok(
+        &cluster.url(),
+        "cl_shard",
+        &["instances", "--json"],
+        &[("TITUS_COUNT_SHARDS", "4")],
+    );
+    for (id, _) in &children {
+        assert!(stdout.contains(id.as_str()), "{id} missing: {stdout}");
+    }
 }
 
 /// The README's writer rule plus what a cluster client needs: `PING` and

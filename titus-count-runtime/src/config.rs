@@ -404,13 +404,15 @@ impl Config {
         self
     }
 
-    /// Spreads the namespace's stages over `shards` hash tags,
-    /// `{NS:0}` .. `{NS:N-1}`, by a stable hash of the stage name, so that a
-    /// very large fleet's writes land on several cluster nodes. Each shard
-    /// has its own totals, history and sequence marks; a flush is one round
-    /// trip per shard it touches. Writers and readers of a namespace must
-    /// use the same number (1 to 1024; 1, the default, is the plain `{NS}`
-    /// layout).
+    /// Spreads the namespace's writers over `shards` hash tags,
+    /// `{NS:0}` .. `{NS:N-1}`, so that a very large fleet's writes land on
+    /// several cluster nodes. Each process writes all its batches to one
+    /// shard, chosen by a stable hash of its instance id, so a flush stays
+    /// one round trip and each node takes its share of the fleet. Each
+    /// shard has its own totals, history, sequence marks and instance
+    /// records; readers add the shards up. Writers and readers of a
+    /// namespace must use the same number (1 to 1024; 1, the default, is
+    /// the plain `{NS}` layout).
     ///
     /// # Examples
     ///

@@ -120,7 +120,7 @@ pub struct Minute {
 /// ```
 pub struct Reader {
     config: Resolved,
-    /// One per shard; shard 0 also holds the instance records.
+    /// One per shard; each instance writes to one of them.
     shards: Vec<Keys>,
     con: Conn,
 }
@@ -211,21 +211,21 @@ impl Reader {
     /// As [`read_totals`], and [`ReadError::Malformed`] for an instance
     /// record that cannot be read.
     pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
-        let mut commands: Vec<redis::Cmd> = self
-            .shards
+        // Each shard's totals, then each shard's instance records.
+        let commands: Vec<redis::Cmd> = [Keys::totals, Keys::instances]
             .iter()
-            .map(|keys| redis::cmd("HGETALL").arg(keys.totals()).clone())
+            .flat_map(|key| {
+                self.shards
+                    .iter()
+                    .map(move |keys| redis::cmd("HGETALL").arg(key(keys)).clone())
+            })
             .collect();
-        commands.push(
-            redis::cmd("HGETALL")
-                .arg(self.shards[0].instances())
-                .clone(),
-        );
         let mut replies: Vec<Fields> = self.pipeline(commands)?;
-        let instances = replies.pop().unwrap_or_default();
+        let instances = replies.split_off(self.shards.len());
         let now = SystemTime::now();
         let mut instances = instances
             .into_iter()
+            .flatten()
             .map(|(id, json)| parse_instance(id, &json, now))
             .collect::<Result<Vec<_>, _>>()?;
         instances.sort_by_key(|i| (i.started, i.id.clone()));

@@ -27,7 +27,7 @@ impl Keys {
     }
 
     /// The keys of every shard of a namespace: `{NS}` alone, or `{NS:0}` ..
-    /// `{NS:N-1}`. Shard 0 also holds the instance records.
+    /// `{NS:N-1}`. Each instance writes all its batches to one shard.
     pub(crate) fn shards(namespace: &str, shards: u32) -> Vec<Keys> {
         if shards <= 1 {
             return vec![Keys::new(namespace)];
@@ -268,11 +268,11 @@ impl Target {
     }
 }
 
-/// The shard of a stage: FNV-1a (64-bit) of its name, modulo the number of
-/// shards. Stable across processes, versions and platforms.
-pub(crate) fn shard_of(stage: &str, shards: usize) -> usize {
+/// The shard an instance writes to: FNV-1a (64-bit) of its id, modulo the
+/// number of shards. Stable across processes, versions and platforms.
+pub(crate) fn shard_of(instance: &str, shards: usize) -> usize {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in stage.as_bytes() {
+    for &b in instance.as_bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -410,10 +410,10 @@ impl Writer {
         Ok(self.con.as_mut().expect("connected above").get())
     }
 
-    /// Sends `batch` in one round trip per shard it touches (one without
-    /// sharding; two if the server does not have the script cached). Any
-    /// I/O failure drops the connection; the caller keeps the batch and
-    /// resends it unchanged, and every shard skips what it already applied.
+    /// Sends `batch` in one round trip (two if the server does not have the
+    /// script cached) to the instance's shard. Any I/O failure drops the
+    /// connection; the caller keeps the batch and resends it unchanged, and
+    /// the shard skips it if it was applied.
     pub(crate) fn apply(&mut self, batch: &Batch, record: &str) -> Result<Applied, SendError> {
         if let Err(error) = self.connection() {
             return Err(SendError {
@@ -421,64 +421,36 @@ impl Writer {
                 maybe_applied: false,
             });
         }
-        let shards = self.shards.len();
-        let mut applied_now = false;
-        // Shard 0 last: its instance record then claims the batch only once
-        // every other shard has it.
-        for shard in (1..shards).chain([0]) {
-            let deltas: Vec<&(&'static str, u64)> = batch
-                .deltas
-                .iter()
-                .filter(|(stage, _)| shards == 1 || shard_of(stage, shards) == shard)
-                .collect();
-            if deltas.is_empty() && shard != 0 {
-                continue;
+        self.apply_batch(batch, record).map_err(|error| {
+            // Only a clean error about the script or the data keeps the
+            // connection: after a timeout a late reply could be read as the
+            // answer to the next command, and after READONLY, MOVED and the
+            // like it leads to the wrong server.
+            if !keeps_connection(&error) {
+                self.con = None;
             }
-            match self.apply_shard(shard, batch, &deltas, record) {
-                Ok(applied) => applied_now |= applied == Applied::Now,
-                Err(error) => {
-                    // Only a clean error about the script or the data keeps
-                    // the connection: after a timeout a late reply could be
-                    // read as the answer to the next command, and after
-                    // READONLY, MOVED and the like it leads to the wrong server.
-                    if !keeps_connection(&error) {
-                        self.con = None;
-                    }
-                    return Err(SendError {
-                        error,
-                        maybe_applied: true,
-                    });
-                }
+            SendError {
+                error,
+                maybe_applied: true,
             }
-        }
-        Ok(if applied_now {
-            Applied::Now
-        } else {
-            Applied::Before
         })
     }
 
-    fn apply_shard(
-        &mut self,
-        shard: usize,
-        batch: &Batch,
-        deltas: &[&(&'static str, u64)],
-        record: &str,
-    ) -> redis::RedisResult<Applied> {
-        let keys = &self.shards[shard];
+    fn apply_batch(&mut self, batch: &Batch, record: &str) -> redis::RedisResult<Applied> {
+        let keys = &self.shards[shard_of(&self.instance, self.shards.len())];
         let keys = [
             keys.totals(),
             keys.seq(&self.instance),
             keys.minute(batch.cut_ms / 60_000),
             keys.instances(),
         ];
-        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * deltas.len());
+        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * batch.deltas.len());
         args.push(batch.seq.to_string());
         args.push(SEQ_MARK_TTL.as_secs().to_string());
         args.push(self.history_retention.as_secs().max(60).to_string());
         args.push(self.instance.clone());
         args.push(record.to_owned());
-        for (stage, delta) in deltas {
+        for (stage, delta) in &batch.deltas {
             args.push((*stage).to_owned());
             args.push(delta.to_string());
         }
@@ -554,8 +526,9 @@ mod tests {
         // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
         assert_eq!(shard_of("a", 7), (0xaf63_dc4c_8601_ec8c_u64 % 7) as usize);
         let mut used = [0; 4];
-        for i in 0..400 {
-            used[shard_of(&format!("stage.{i}"), 4)] += 1;
+        for i in 0..400u64 {
+            let id = format!("{:016x}{:08x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15), 4242);
+            used[shard_of(&id, 4)] += 1;
         }
         assert!(used.iter().all(|&n| n > 60), "{used:?}");
     }
