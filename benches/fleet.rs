@@ -2,8 +2,8 @@
 //! its own sequence numbers) flushing a realistic batch once a second into
 //! one Redis, then into a local three-primary cluster with the namespace
 //! sharded over the primaries. For growing fleet sizes it reports flush
-//! latency, Redis CPU (summed over nodes) and Redis memory per instance, and
-//! stops where the fleet no longer keeps up.
+//! latency, Redis CPU (summed over nodes, in all and per batch) and Redis
+//! memory per instance, and stops where the fleet no longer keeps up.
 //!
 //! `cargo bench --bench fleet` (prints a table; `scripts/bench.sh` keeps it).
 
@@ -54,6 +54,8 @@ struct Round {
     p50: Duration,
     p99: Duration,
     redis_cpu: f64,
+    /// Redis CPU time (all nodes) per batch applied.
+    cpu_per_batch: Duration,
     bytes_per_instance: f64,
     on_time: bool,
 }
@@ -120,11 +122,13 @@ fn round(target: &Target<'_>, processes: usize, generation: usize) -> Round {
         .collect();
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let cpu_used = cpu() - cpu_before;
     Round {
         processes,
         p50: pick(0.5),
         p99: pick(0.99),
-        redis_cpu: (cpu() - cpu_before) / wall.as_secs_f64(),
+        redis_cpu: cpu_used / wall.as_secs_f64(),
+        cpu_per_batch: Duration::from_secs_f64(cpu_used / latencies.len() as f64),
         bytes_per_instance: (target.info("memory", "used_memory") - mem_before) / processes as f64,
         on_time: results.iter().all(|(_, ok)| *ok),
     }
@@ -156,23 +160,24 @@ fn main() {
         "fleet simulation: {STAGES} stages per batch, one batch per process every {INTERVAL:?}"
     );
     println!(
-        "| target | processes | flush p50 | flush p99 | Redis CPU (all nodes) | Redis memory per process | keeps up |"
+        "| target | processes | flush p50 | flush p99 | Redis CPU (all nodes) | Redis CPU per batch | Redis memory per process | keeps up |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut generation = 0;
     for target in &targets {
         let mut capacity = 0;
-        for processes in [250usize, 500, 1_000, 2_000, 4_000, 8_000] {
+        for processes in [250usize, 500, 1_000, 2_000, 3_000, 4_000, 6_000, 8_000] {
             generation += 1;
             let r = round(target, processes, generation);
             let keeps_up = r.on_time && r.p99 < INTERVAL / 10;
             println!(
-                "| {} | {} | {:.2} ms | {:.2} ms | {:.0}% | {:.0} B | {} |",
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.0}% | {:.0} µs | {:.0} B | {} |",
                 target.name,
                 r.processes,
                 r.p50.as_secs_f64() * 1e3,
                 r.p99.as_secs_f64() * 1e3,
                 r.redis_cpu * 100.0,
+                r.cpu_per_batch.as_secs_f64() * 1e6,
                 r.bytes_per_instance,
                 if keeps_up { "yes" } else { "no" }
             );
