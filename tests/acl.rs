@@ -93,3 +93,40 @@ fn minimal_acl_users_are_enough() {
         .query(&mut reader);
     assert!(denied.is_err());
 }
+
+#[test]
+fn a_sharded_namespace_needs_only_its_shard_key_pattern() {
+    if is_child("a_sharded_namespace_needs_only_its_shard_key_pattern") {
+        let _guard = titus_count::init();
+        titus_count::count!("acl.in", 40);
+        titus_count::flush().expect("the sharded writer rule allows a batch");
+        return;
+    }
+    let sharded = |rule: &str| rule.replace("titus:{acl}:*", "titus:{acl:*}:*");
+    let redis = RedisServer::start();
+    let mut admin = redis.connection();
+    acl_setuser(&mut admin, "titus-writer", &sharded(WRITER_RULE));
+    acl_setuser(&mut admin, "titus-reader", &sharded(READER_RULE));
+    let url = |user: &str, password: &str| {
+        format!("redis://{user}:{password}@127.0.0.1:{}", redis.port())
+    };
+    let shards = [("TITUS_COUNT_SHARDS", "3")];
+    run_child_ok(
+        "a_sharded_namespace_needs_only_its_shard_key_pattern",
+        &[
+            (
+                "TITUS_COUNT_REDIS_URL",
+                &url("titus-writer", "writer-s3cret"),
+            ),
+            ("TITUS_COUNT_NAMESPACE", "acl"),
+            shards[0],
+        ],
+    );
+    let stdout = support::titus_count_ok(
+        &url("titus-reader", "reader-s3cret"),
+        "acl",
+        &["totals", "--json"],
+        &shards,
+    );
+    assert!(stdout.contains("\"acl.in\":40"), "{stdout}");
+}
