@@ -13,6 +13,10 @@ const WRITER_RULE: &str = "on >writer-s3cret resetkeys ~titus:{acl}:* resetchann
 const READER_RULE: &str =
     "on >reader-s3cret resetkeys %R~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec";
 
+/// The reader's rule with write access to the keys and `HDEL`, as the README
+/// gives it for `titus-count prune`.
+const PRUNER_RULE: &str = "on >pruner-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +hdel";
+
 fn acl_setuser(con: &mut redis::Connection, user: &str, rule: &str) {
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
@@ -92,6 +96,20 @@ fn minimal_acl_users_are_enough() {
         .arg(0)
         .query(&mut reader);
     assert!(denied.is_err());
+
+    // Pruning deletes instance records: the reader may not, the README's
+    // pruning user may.
+    let prune = ["prune", "--older-than", "0s"];
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
+        .args(["--redis-url", &url("titus-reader", "reader-s3cret")])
+        .args(["--namespace", "acl"])
+        .args(prune)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    acl_setuser(&mut admin, "titus-pruner", PRUNER_RULE);
+    let out = support::titus_count_ok(&url("titus-pruner", "pruner-s3cret"), "acl", &prune, &[]);
+    assert!(out.contains("pruned 1 instance "), "{out}");
 }
 
 #[test]

@@ -299,3 +299,79 @@ fn bad_input_is_a_clear_error() {
     let output = cli(&url, "cli_bad", &["flow", "in"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn prune_deletes_only_silent_instances_in_every_shard() {
+    let redis = RedisServer::start();
+    let sharded = [("TITUS_COUNT_SHARDS", "2")];
+    for _ in 0..3 {
+        run_child_ok(
+            "counting_process",
+            &[
+                ("TITUS_COUNT_REDIS_URL", &redis.url()),
+                ("TITUS_COUNT_NAMESPACE", "cli_prune"),
+                sharded[0],
+            ],
+        );
+    }
+    let mut con = redis.connection();
+    let records = |con: &mut redis::Connection| -> Vec<(String, String, String)> {
+        let mut all = Vec::new();
+        for shard in 0..2 {
+            let key = format!("titus:{{cli_prune:{shard}}}:instances");
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
+            all.extend(fields.into_iter().map(|(id, json)| (key.clone(), id, json)));
+        }
+        all.sort();
+        all
+    };
+    let before = records(&mut con);
+    assert_eq!(before.len(), 3);
+    // Two processes went silent two days ago; the third flushed just now.
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 2 * 86_400_000;
+    let mut silent: Vec<String> = Vec::new();
+    for (key, id, json) in &before[..2] {
+        let start = json.find("\"last_flush_ms\":").unwrap() + "\"last_flush_ms\":".len();
+        let end = start + json[start..].find(',').unwrap();
+        let aged = format!("{}{two_days_ago}{}", &json[..start], &json[end..]);
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg(id)
+            .arg(aged)
+            .query(&mut con)
+            .unwrap();
+        silent.push(id.clone());
+    }
+    let totals = |con: &mut redis::Connection| -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = (0..2)
+            .flat_map(|shard| {
+                redis::cmd("HGETALL")
+                    .arg(format!("titus:{{cli_prune:{shard}}}:totals"))
+                    .query::<Vec<(String, String)>>(con)
+                    .unwrap()
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let counts = totals(&mut con);
+
+    let run = |args: &[&str]| support::titus_count_ok(&redis.url(), "cli_prune", args, &sharded);
+    let dry = run(&["prune", "--older-than", "1d", "--dry-run"]);
+    assert!(dry.contains("would prune 2 instances"), "{dry}");
+    assert!(silent.iter().all(|id| dry.contains(id.as_str())), "{dry}");
+    assert_eq!(records(&mut con).len(), 3, "a dry run deletes nothing");
+
+    let out = run(&["prune", "--older-than", "1d"]);
+    assert!(out.contains("pruned 2 instances"), "{out}");
+    let left: Vec<String> = records(&mut con).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(left, [before[2].1.clone()]);
+    assert_eq!(totals(&mut con), counts, "pruning touches no count");
+
+    let again = run(&["prune", "--older-than", "1d"]);
+    assert!(again.contains("pruned 0 instances"), "{again}");
+}

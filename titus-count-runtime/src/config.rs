@@ -595,8 +595,8 @@ pub(crate) fn nodes(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).collect()
 }
 
-/// Parses a humane duration: a number and a unit (`ms`, `s`, `m`, `h`), such
-/// as `500ms`, `5s`, `1.5s`, `1m` or `1h`.
+/// Parses a humane duration: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
+/// such as `500ms`, `5s`, `1.5s`, `1m`, `1h` or `7d`.
 ///
 /// # Errors
 ///
@@ -610,6 +610,7 @@ pub(crate) fn nodes(url: &str) -> Vec<&str> {
 ///
 /// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
 /// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
 /// assert!(parse_duration("5").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
@@ -627,6 +628,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         _ => return Err("unknown unit"),
     };
     let secs = number * scale;
@@ -708,6 +710,7 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), Err("missing unit"));
         assert_eq!(parse_duration("s"), Err("missing number"));

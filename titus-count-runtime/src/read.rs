@@ -237,6 +237,69 @@ impl Reader {
         })
     }
 
+    /// Deletes the records of the instances not heard from for at least
+    /// `not_heard_for`, in every shard, and returns them. The one write a
+    /// reader makes: it needs `HDEL` on the namespace's keys.
+    ///
+    /// Records of processes that are gone stay in the instances hash, shown
+    /// as stale, until pruned. Pruning touches no count: totals and history
+    /// stay as they are, and a process that was only cut off writes its
+    /// record again with its next batch. (A record refreshed between the
+    /// read and the delete is deleted too, and comes back the same way.)
+    ///
+    /// # Errors
+    ///
+    /// As [`snapshot`](Self::snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use titus_count_runtime::{Config, Reader};
+    ///
+    /// let mut reader = Reader::connect(&Config::from_env())?;
+    /// let gone = reader.prune_instances(Duration::from_secs(24 * 60 * 60))?;
+    /// println!("pruned {} instances", gone.len());
+    /// # Ok::<(), titus_count_runtime::ReadError>(())
+    /// ```
+    pub fn prune_instances(&mut self, not_heard_for: Duration) -> Result<Vec<Instance>, ReadError> {
+        let commands: Vec<redis::Cmd> = self
+            .shards
+            .iter()
+            .map(|keys| redis::cmd("HGETALL").arg(keys.instances()).clone())
+            .collect();
+        let shards: Vec<Fields> = self.pipeline(commands)?;
+        let now = SystemTime::now();
+        let mut pruned = Vec::new();
+        let mut deletes = Vec::new();
+        for (keys, records) in self.shards.iter().zip(shards) {
+            let mut gone = Vec::new();
+            for (id, json) in records {
+                let instance = parse_instance(id, &json, now)?;
+                if now
+                    .duration_since(instance.last_flush)
+                    .is_ok_and(|age| age >= not_heard_for)
+                {
+                    gone.push(instance);
+                }
+            }
+            if !gone.is_empty() {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(keys.instances());
+                for instance in &gone {
+                    hdel.arg(&instance.id);
+                }
+                deletes.push(hdel);
+                pruned.extend(gone);
+            }
+        }
+        if !deletes.is_empty() {
+            let _: Vec<u64> = self.pipeline(deletes)?;
+        }
+        pruned.sort_by_key(|i| (i.last_flush, i.id.clone()));
+        Ok(pruned)
+    }
+
     /// The per-minute counts of `stages` for the minutes `from..=to`
     /// (minutes since the Unix epoch), oldest first, in one round trip.
     /// Minutes older than the history retention read as zero.

@@ -1,6 +1,7 @@
 //! `titus-count`: read the global counts of a namespace: totals, a live
 //! view with rates, per-minute history, the flushing instances, the flow
-//! between stages, and a Prometheus endpoint.
+//! between stages, and a Prometheus endpoint; and prune the records of
+//! processes that are gone.
 
 mod output;
 mod serve;
@@ -70,6 +71,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deletes the records of processes not heard from for a while (until
+    /// then they are listed as stale). Counts are never touched.
+    Prune {
+        /// How long a process must have been silent, such as `1h` or `24h`.
+        #[arg(long, default_value = "24h")]
+        older_than: String,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stages in pipeline order, with what is between each and the next
     /// (in flight, filtered or lost).
     Flow {
@@ -135,6 +146,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => history(&config, &stages, duration(&period, "--period")?, json),
         Command::Instances { json } => instances(&config, json),
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => prune(&config, duration(&older_than, "--older-than")?, dry_run),
         Command::Flow { stages, json } => flow(&config, &stages, json),
         Command::Serve { listen, cache } => {
             serve::serve(&config, listen, duration(&cache, "--cache")?)
@@ -307,6 +322,41 @@ fn history(
 
 fn minute_time(minute: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(minute * 60)
+}
+
+fn prune(config: &Config, older_than: Duration, dry_run: bool) -> Result<(), Failure> {
+    let mut reader = Reader::connect(config)?;
+    let gone = if dry_run {
+        let now = SystemTime::now();
+        let mut silent: Vec<_> = snapshot(&mut reader)?
+            .instances
+            .into_iter()
+            .filter(|i| {
+                now.duration_since(i.last_flush)
+                    .is_ok_and(|age| age >= older_than)
+            })
+            .collect();
+        silent.sort_by_key(|i| (i.last_flush, i.id.clone()));
+        silent
+    } else {
+        reader.prune_instances(older_than)?
+    };
+    for i in &gone {
+        println!(
+            "{} {} pid {}, last flush {}",
+            i.id,
+            i.host,
+            i.pid,
+            format_time(i.last_flush)
+        );
+    }
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    println!(
+        "{verb} {} instance{} not heard from for {older_than:?}",
+        gone.len(),
+        if gone.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 fn instances(config: &Config, json: bool) -> Result<(), Failure> {
