@@ -129,6 +129,26 @@ fn paired_ratios(group: &str, approaches: &[Approach]) {
     }
 }
 
+/// For each approach, its time per call per thread with one thread over
+/// that with every core counting at once, from interleaved pairs of runs:
+/// what contention costs.
+fn paired_scaling(approaches: &[Approach]) {
+    const CALLS: u64 = 1 << 20;
+    for (name, f) in approaches {
+        let time = |threads: usize| {
+            common::per_thread(threads, CALLS, |i| {
+                black_box(f(i));
+            })
+        };
+        common::paired(
+            &format!("per_call_scaling/{name}"),
+            100,
+            || time(1),
+            || time(common::cores()),
+        );
+    }
+}
+
 /// A named way of making the benchmarked call.
 type Approach = (&'static str, fn(u64) -> u64);
 
@@ -177,6 +197,14 @@ fn per_call(c: &mut Criterion) {
             ("titus_count_macro", titus_count_macro),
         ],
     );
+
+    paired_scaling(&[
+        ("uninstrumented", uninstrumented),
+        ("titus_counted", titus_counted),
+        ("shared_atomic", shared_atomic),
+        ("prometheus", prometheus_inc),
+        ("metrics_handle", metrics_handle),
+    ]);
 
     // The naive approach: one Redis round trip per call.
     let redis = support::RedisServer::start();

@@ -10,6 +10,22 @@ import sys
 
 CRITERION = os.path.join("target", "criterion")
 BENCH_LOG = os.environ.get("BENCH_LOG", os.path.join("target", "bench.log"))
+# The per-call benchmark again, built with every function aligned to 64 bytes.
+ALIGNED_LOG = os.path.join("target", "aligned.log")
+
+# The per-call approaches: criterion function, label, criterion group.
+PER_CALL = [
+    ("uninstrumented", "uninstrumented call", "per_call"),
+    ("titus_counted", "`#[counted]`", "per_call"),
+    ("titus_count_macro", "`count!`", "per_call"),
+    ("shared_atomic", "shared `AtomicU64::fetch_add`", "per_call"),
+    ("prometheus_local", "prometheus `LocalIntCounter`", "per_call"),
+    ("prometheus", "prometheus `IntCounter`", "per_call"),
+    ("metrics_handle", "metrics, cached `Counter` handle", "per_call"),
+    ("metrics_macro", "metrics, `counter!` each call", "per_call"),
+    ("udp_datagram", "UDP datagram per call (statsd)", "per_call"),
+    ("redis_incr", "Redis `INCR` per call", "per_call_redis"),
+]
 
 # The pipelines: criterion group, function, messages per run, label.
 PIPELINES = [
@@ -20,14 +36,14 @@ PIPELINES = [
 ]
 
 
-def paired():
+def paired(log=BENCH_LOG):
     """The `paired:` lines the benchmarks print (see benches/common), as
     name -> (median, CI low, CI high): time of the baseline over time of the
     other, from interleaved pairs of runs."""
     found = {}
     pattern = re.compile(r"^paired: (\S+): median ([\d.]+) \(95% CI ([\d.]+)-([\d.]+),.*?(\d+) pairs\)")
     try:
-        lines = open(BENCH_LOG).read().splitlines()
+        lines = open(log).read().splitlines()
     except FileNotFoundError:
         return found
     for line in lines:
@@ -58,20 +74,8 @@ def fmt_ns(ns):
 
 def per_call_rows(threads):
     rows = []
-    names = [
-        ("uninstrumented", "uninstrumented call", "per_call"),
-        ("titus_counted", "`#[counted]`", "per_call"),
-        ("titus_count_macro", "`count!`", "per_call"),
-        ("shared_atomic", "shared `AtomicU64::fetch_add`", "per_call"),
-        ("prometheus_local", "prometheus `LocalIntCounter`", "per_call"),
-        ("prometheus", "prometheus `IntCounter`", "per_call"),
-        ("metrics_handle", "metrics, cached `Counter` handle", "per_call"),
-        ("metrics_macro", "metrics, `counter!` each call", "per_call"),
-        ("udp_datagram", "UDP datagram per call (statsd)", "per_call"),
-        ("redis_incr", "Redis `INCR` per call", "per_call_redis"),
-    ]
     base = load("per_call", "uninstrumented", threads)
-    for key, label, group in names:
+    for key, label, group in PER_CALL:
         r = load(group, key, threads)
         if r:
             rows.append((key, label, r, r[0] / base[0] if base else None))
@@ -99,23 +103,39 @@ def main():
         out.append(f"| {label} | " + " | ".join(cells) + " |")
 
     pairs = paired()
+    aligned = paired(ALIGNED_LOG)
     if any(k.startswith("per_call/") for k in pairs):
-        out.append("\nThe ratios that matter most, from interleaved pairs of runs (each pair runs both")
+        out.append("\nTime per call over the uninstrumented call, from interleaved pairs of runs (each pair runs both")
         out.append("versions back to back, so both see the same machine; median of the pairs' ratios and")
-        out.append("its 95% confidence interval):\n")
-        out.append("| approach | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}: time over uninstrumented" for t in cores) + " |")
-        out.append("|---" * (1 + len(cores)) + "|")
+        out.append("its 95% confidence interval). The last columns are the same run in a build with every")
+        out.append("function aligned to 64 bytes, which takes code placement out of the comparison:\n")
+        builds = [("", pairs)] + ([(", 64-byte aligned", aligned)] if aligned else [])
+        columns = [(t, suffix, found) for suffix, found in builds for t in cores]
+        out.append("| approach | " + " | ".join(
+            f"{t} thread{'s' if t > 1 else ''}{suffix}" for t, suffix, _ in columns) + " |")
+        out.append("|---" * (1 + len(columns)) + "|")
         for key, label in [
             ("per_call/titus_counted", "`#[counted]`"),
             ("per_call/titus_count_macro", "`count!`"),
             ("per_call_flusher_running/titus_counted", "`#[counted]`, a flusher flushing every 1 ms"),
         ]:
             cells = []
-            for t in cores:
-                r = pairs.get(f"{key}/{t}")
+            for t, _, found in columns:
+                r = found.get(f"{key}/{t}")
                 # The line holds uninstrumented time over counted time.
-                cells.append(f"{1 / r[0]:.2f}x ({1 / r[2]:.2f}-{1 / r[1]:.2f}, {r[3]} pairs)" if r else "")
+                cells.append(f"{1 / r[0]:.2f}x ({1 / r[2]:.2f}-{1 / r[1]:.2f})" if r else "")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    scaling = [(k.split("/", 1)[1], v) for k, v in pairs.items() if k.startswith("per_call_scaling/")]
+    if scaling:
+        labels = {key: label for key, label, _ in PER_CALL}
+        out.append(f"\nTime per call per thread with {cores[-1]} threads counting at once over one thread")
+        out.append("(interleaved pairs of runs, median and 95% confidence interval): what contention costs.\n")
+        out.append("| approach | all cores over one thread |")
+        out.append("|---|---|")
+        for key, r in scaling:
+            # The line holds one thread's time over all cores' time.
+            out.append(f"| {labels.get(key, key)} | {1 / r[0]:.2f}x ({1 / r[2]:.2f}-{1 / r[1]:.2f}, {r[3]} pairs) |")
 
     callgrind = os.environ.get("CALLGRIND")
     if callgrind:
