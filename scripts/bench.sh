@@ -10,11 +10,12 @@ ensure_redis_server
 command -v valgrind >/dev/null || { sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo; $sudo_ apt-get install -y -qq valgrind; }
 
 cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
-# The per-call pairs again with every function aligned to 64 bytes: a tiny
-# function's speed depends on whether its hot path straddles a 32-byte fetch
-# block, which this takes out of the comparison. (The filter matches no
-# criterion benchmark, so only the paired runs run.)
-RUSTFLAGS="-C llvm-args=-align-all-functions=6" CARGO_TARGET_DIR=target/aligned \
+# The per-call pairs again with every function and loop aligned to 64 bytes:
+# a tiny function's speed depends on whether its hot path, or the calling
+# loop, straddles a 32-byte fetch block, which this takes out of the
+# comparison. (The filter matches no criterion benchmark, so only the paired
+# runs run.)
+RUSTFLAGS="-C llvm-args=-align-all-functions=6 -C llvm-args=-align-loops=64" CARGO_TARGET_DIR=target/aligned \
     cargo bench --bench per_call -- paired-only | tee target/aligned.log
 cargo bench --bench fleet | tee target/fleet.log
 cargo bench --bench memory | tee target/memory.log

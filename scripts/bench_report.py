@@ -10,7 +10,7 @@ import sys
 
 CRITERION = os.path.join("target", "criterion")
 BENCH_LOG = os.environ.get("BENCH_LOG", os.path.join("target", "bench.log"))
-# The per-call benchmark again, built with every function aligned to 64 bytes.
+# The per-call benchmark again, built with every function and loop aligned to 64 bytes.
 ALIGNED_LOG = os.path.join("target", "aligned.log")
 
 # The per-call approaches: criterion function, label, criterion group.
@@ -108,7 +108,7 @@ def main():
         out.append("\nTime per call over the uninstrumented call, from interleaved pairs of runs (each pair runs both")
         out.append("versions back to back, so both see the same machine; median of the pairs' ratios and")
         out.append("its 95% confidence interval). The last columns are the same run in a build with every")
-        out.append("function aligned to 64 bytes, which takes code placement out of the comparison:\n")
+        out.append("function and loop aligned to 64 bytes, which takes code placement out of the comparison:\n")
         builds = [("", pairs)] + ([(", 64-byte aligned", aligned)] if aligned else [])
         columns = [(t, suffix, found) for suffix, found in builds for t in cores]
         out.append("| approach | " + " | ".join(
