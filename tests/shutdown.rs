@@ -152,3 +152,75 @@ fn an_unreachable_redis_does_not_hang_shutdown() {
     assert!(log.contains("stage `shutdown.blackhole`: 4"), "{log}");
     assert_eq!(redis.totals("blackhole").get("shutdown.blackhole"), None);
 }
+
+#[test]
+fn a_batch_in_doubt_at_exit_names_the_key_that_settles_it() {
+    if is_child("a_batch_in_doubt_at_exit_names_the_key_that_settles_it") {
+        support::log_to_stderr();
+        // The proxy lives here, so the reply is dropped exactly when the
+        // last batch goes out.
+        let port: u16 = std::env::var("REDIS_PORT").unwrap().parse().unwrap();
+        let proxy = support::FaultProxy::start(port);
+        let guard = titus_count::Config::from_env()
+            .redis_url(proxy.url())
+            .shutdown_timeout(std::time::Duration::from_millis(500))
+            .io_timeout(std::time::Duration::from_millis(300))
+            .init()
+            .unwrap();
+        titus_count::count!("shutdown.warm");
+        titus_count::flush().expect("delivered while the proxy forwards");
+        // From now on Redis applies every command; no reply comes back,
+        // and every new connection fails in its handshake.
+        proxy.set(support::Fault::DropReplies);
+        titus_count::count!("shutdown.doubt", 6);
+        drop(guard);
+        return;
+    }
+    let redis = RedisServer::start();
+    let port = redis.port().to_string();
+    let output = run_child_ok(
+        "a_batch_in_doubt_at_exit_names_the_key_that_settles_it",
+        &[
+            ("REDIS_PORT", &port),
+            ("TITUS_COUNT_NAMESPACE", "doubt"),
+            ("TITUS_COUNT_INTERVAL", "1h"),
+            ("TITUS_COUNT_SHARDS", "4"),
+        ],
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("in doubt: stage `shutdown.doubt`: 6"), "{log}");
+    // What an operator does with the log: read the key it names and
+    // compare it with the batch's number.
+    let line = log
+        .lines()
+        .find(|l| l.contains("is in doubt: it was applied if"))
+        .unwrap_or_else(|| panic!("no batch in doubt: {log}"));
+    let key = line.split('`').nth(1).unwrap();
+    let at_least: u64 = line
+        .split("is at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(key.starts_with("titus:{doubt:"), "{key}");
+    let applied: Option<u64> = redis::cmd("GET")
+        .arg(key)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        applied.is_some_and(|seq| seq >= at_least),
+        "{key}: {applied:?}"
+    );
+    // Applied exactly once, however often it was resent.
+    let totals: u64 = (0..4)
+        .filter_map(|shard| {
+            redis::cmd("HGET")
+                .arg(format!("titus:{{doubt:{shard}}}:totals"))
+                .arg("shutdown.doubt")
+                .query::<Option<u64>>(&mut redis.connection())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(totals, 6);
+}

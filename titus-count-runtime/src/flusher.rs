@@ -348,7 +348,6 @@ struct Flusher {
     closed: bool,
     /// Whether the batch in doubt may have reached Redis.
     maybe_applied: bool,
-    namespace: String,
     waiters: Vec<Waiter>,
     failures: u32,
     retry_at: Instant,
@@ -369,7 +368,6 @@ impl Flusher {
             in_doubt: None,
             closed: false,
             maybe_applied: false,
-            namespace: config.namespace.clone(),
             waiters: Vec::new(),
             failures: 0,
             retry_at: Instant::now(),
@@ -621,9 +619,9 @@ impl Flusher {
         match &self.in_doubt {
             Some(batch) if self.maybe_applied => {
                 log::error!(
-                    "titus-count: at exit, batch {} of instance {instance} is in doubt: it was applied if `titus:{{{}}}:seq:{instance}` is at least {}; its counts:",
+                    "titus-count: at exit, batch {} of instance {instance} is in doubt: it was applied if `{}` is at least {}; its counts:",
                     batch.seq,
-                    self.namespace,
+                    self.writer.seq_key(),
                     batch.seq,
                 );
                 for (stage, delta) in &batch.deltas {

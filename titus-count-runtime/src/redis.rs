@@ -436,8 +436,19 @@ impl Writer {
         })
     }
 
+    /// The keys of the shard this instance writes to.
+    fn keys(&self) -> &Keys {
+        &self.shards[shard_of(&self.instance, self.shards.len())]
+    }
+
+    /// The key holding the last sequence number Redis applied for this
+    /// instance: a batch was applied if it is at least the batch's number.
+    pub(crate) fn seq_key(&self) -> String {
+        self.keys().seq(&self.instance)
+    }
+
     fn apply_batch(&mut self, batch: &Batch, record: &str) -> redis::RedisResult<Applied> {
-        let keys = &self.shards[shard_of(&self.instance, self.shards.len())];
+        let keys = self.keys();
         let keys = [
             keys.totals(),
             keys.seq(&self.instance),
