@@ -29,6 +29,7 @@ fn child() {
     println!("\nflush={}", if result.is_ok() { "ok" } else { "failed" });
     println!("pending={}", health.pending_counts);
     println!("error={}", health.last_error.unwrap_or_default());
+    println!("permanent={}", health.last_error_permanent);
 }
 
 fn field<'a>(stdout: &'a str, name: &str) -> &'a str {
@@ -94,6 +95,8 @@ fn a_certificate_from_another_ca_is_refused_and_counts_are_kept() {
         error.contains("certificate") || error.contains("unknownissuer"),
         "{error}"
     );
+    // Trying again does not help until an operator fixes the certificates.
+    assert_eq!(field(&stdout, "permanent"), "true", "{stdout}");
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
         log.contains("[ERROR] titus-count: not delivered: stage `tls.messages`: 21"),
@@ -121,6 +124,7 @@ fn a_wrong_password_is_refused_and_counts_are_kept() {
         error.to_lowercase().contains("pass") || error.contains("WRONGPASS"),
         "{error}"
     );
+    assert_eq!(field(&stdout, "permanent"), "true", "{stdout}");
     let all = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         !all.contains("wrong-pw") && !all.contains("right-pw"),
@@ -139,10 +143,9 @@ fn mutual_tls_needs_the_client_certificate() {
             ("TITUS_COUNT_TLS_CA", &certs.path("ca.pem")),
         ],
     );
-    assert_eq!(
-        field(&String::from_utf8_lossy(&without.stdout), "flush"),
-        "failed"
-    );
+    let stdout = String::from_utf8_lossy(&without.stdout);
+    assert_eq!(field(&stdout, "flush"), "failed", "{stdout}");
+    assert_eq!(field(&stdout, "permanent"), "true", "{stdout}");
     let with = run_child_ok(
         "tls_child",
         &[

@@ -165,9 +165,58 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
                 | S::Ask
                 | S::NoScript
         ),
-        redis::ErrorKind::Io => true,
+        redis::ErrorKind::Io => !is_certificate_error(e),
         _ => false,
     }
+}
+
+/// Whether an error is a TLS certificate refusal: the server's certificate
+/// did not verify, or the server refused this client's. Trying again does
+/// not help until an operator fixes the certificates.
+#[cfg(feature = "tls")]
+fn is_certificate_error(e: &redis::RedisError) -> bool {
+    use rustls::AlertDescription as A;
+    use std::error::Error;
+    use std::sync::Arc;
+
+    fn rustls_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.get_ref().and_then(|inner| inner.downcast_ref());
+        }
+        // The client keeps the I/O error behind an `Arc`.
+        let shared = e.downcast_ref::<Arc<dyn Error + Send + Sync>>()?;
+        rustls_error(&**shared)
+    }
+    let mut next: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = rustls_error(error) {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(
+                        A::BadCertificate
+                            | A::UnsupportedCertificate
+                            | A::CertificateRevoked
+                            | A::CertificateExpired
+                            | A::CertificateUnknown
+                            | A::UnknownCA
+                            | A::CertificateRequired
+                            | A::AccessDenied
+                    )
+            );
+        }
+        next = error.source();
+    }
+    false
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_certificate_error(_: &redis::RedisError) -> bool {
+    false
 }
 
 /// Whether the connection is still good after this error: a clean reply
