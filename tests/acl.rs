@@ -13,9 +13,9 @@ const WRITER_RULE: &str = "on >writer-s3cret resetkeys ~titus:{acl}:* resetchann
 const READER_RULE: &str =
     "on >reader-s3cret resetkeys %R~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec";
 
-/// The reader's rule with write access to the keys and `HDEL`, as the README
-/// gives it for `titus-count prune`.
-const PRUNER_RULE: &str = "on >pruner-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +hdel";
+/// The reader's rule with write access to the keys and the prune script's
+/// commands, as the README gives it for `titus-count prune`.
+const PRUNER_RULE: &str = "on >pruner-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +eval +hget +hdel";
 
 fn acl_setuser(con: &mut redis::Connection, user: &str, rule: &str) {
     let _: () = redis::cmd("ACL")
@@ -98,8 +98,20 @@ fn minimal_acl_users_are_enough() {
     assert!(denied.is_err());
 
     // Pruning deletes instance records: the reader may not, the README's
-    // pruning user may.
-    let prune = ["prune", "--older-than", "0s"];
+    // pruning user may. The writer's process went silent a day ago.
+    let (id, json): (String, String) = redis::cmd("HGETALL")
+        .arg("titus:{acl}:instances")
+        .query::<Vec<(String, String)>>(&mut admin)
+        .unwrap()
+        .remove(0);
+    let day_ago = support::epoch_ms_ago(std::time::Duration::from_secs(86_400));
+    let _: () = redis::cmd("HSET")
+        .arg("titus:{acl}:instances")
+        .arg(&id)
+        .arg(support::aged_record(&json, day_ago))
+        .query(&mut admin)
+        .unwrap();
+    let prune = ["prune", "--older-than", "1h"];
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_titus-count"))
         .args(["--redis-url", &url("titus-reader", "reader-s3cret")])
         .args(["--namespace", "acl"])
@@ -107,6 +119,8 @@ fn minimal_acl_users_are_enough() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("no permissions"), "{error}");
     acl_setuser(&mut admin, "titus-pruner", PRUNER_RULE);
     let out = support::titus_count_ok(&url("titus-pruner", "pruner-s3cret"), "acl", &prune, &[]);
     assert!(out.contains("pruned 1 instance "), "{out}");

@@ -290,7 +290,7 @@ fn bad_input_is_a_clear_error() {
     let down = format!("redis://:hunter2@127.0.0.1:{}", support::closed_port());
     let output = cli(&down, "cli_bad", &["totals"]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
-    fails(output, "cannot read the totals from Redis");
+    fails(output, "the request to Redis failed");
     fails(
         cli("not a url", "cli_bad", &["totals"]),
         "invalid redis_url",
@@ -304,7 +304,26 @@ fn bad_input_is_a_clear_error() {
 fn prune_deletes_only_silent_instances_in_every_shard() {
     let redis = RedisServer::start();
     let sharded = [("TITUS_COUNT_SHARDS", "2")];
-    for _ in 0..3 {
+    let mut con = redis.connection();
+    let records = |con: &mut redis::Connection| -> Vec<Vec<(String, String)>> {
+        (0..2)
+            .map(|shard| {
+                redis::cmd("HGETALL")
+                    .arg(format!("titus:{{cli_prune:{shard}}}:instances"))
+                    .query(con)
+                    .unwrap()
+            })
+            .collect()
+    };
+    // Processes until both shards have one and there is a third: each
+    // lands on a shard by its random id.
+    let mut runs = 0;
+    while {
+        let shards = records(&mut con);
+        shards.iter().any(Vec::is_empty) || shards.iter().map(Vec::len).sum::<usize>() < 3
+    } {
+        assert!(runs < 40, "40 processes all on one shard");
+        runs += 1;
         run_child_ok(
             "counting_process",
             &[
@@ -314,49 +333,36 @@ fn prune_deletes_only_silent_instances_in_every_shard() {
             ],
         );
     }
-    let mut con = redis.connection();
-    let records = |con: &mut redis::Connection| -> Vec<(String, String, String)> {
-        let mut all = Vec::new();
-        for shard in 0..2 {
-            let key = format!("titus:{{cli_prune:{shard}}}:instances");
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
-            all.extend(fields.into_iter().map(|(id, json)| (key.clone(), id, json)));
-        }
-        all.sort();
-        all
-    };
-    let before = records(&mut con);
-    assert_eq!(before.len(), 3);
-    // Two processes went silent two days ago; the third flushed just now.
-    let two_days_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        - 2 * 86_400_000;
-    let mut silent: Vec<String> = Vec::new();
-    for (key, id, json) in &before[..2] {
-        let start = json.find("\"last_flush_ms\":").unwrap() + "\"last_flush_ms\":".len();
-        let end = start + json[start..].find(',').unwrap();
-        let aged = format!("{}{two_days_ago}{}", &json[..start], &json[end..]);
+    // One process in each shard went silent two days ago; the others
+    // flushed just now.
+    let two_days_ago = support::epoch_ms_ago(std::time::Duration::from_secs(2 * 86_400));
+    let mut silent = Vec::new();
+    for (shard, records) in records(&mut con).iter().enumerate() {
+        let (id, json) = &records[0];
         let _: () = redis::cmd("HSET")
-            .arg(key)
+            .arg(format!("titus:{{cli_prune:{shard}}}:instances"))
             .arg(id)
-            .arg(aged)
+            .arg(support::aged_record(json, two_days_ago))
             .query(&mut con)
             .unwrap();
         silent.push(id.clone());
     }
-    let totals = |con: &mut redis::Connection| -> Vec<(String, String)> {
-        let mut all: Vec<(String, String)> = (0..2)
-            .flat_map(|shard| {
+    let mut live: Vec<String> = records(&mut con)
+        .concat()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !silent.contains(id))
+        .collect();
+    live.sort();
+    let totals = |con: &mut redis::Connection| -> Vec<Vec<(String, String)>> {
+        (0..2)
+            .map(|shard| {
                 redis::cmd("HGETALL")
                     .arg(format!("titus:{{cli_prune:{shard}}}:totals"))
-                    .query::<Vec<(String, String)>>(con)
+                    .query(con)
                     .unwrap()
             })
-            .collect();
-        all.sort();
-        all
+            .collect()
     };
     let counts = totals(&mut con);
 
@@ -364,14 +370,24 @@ fn prune_deletes_only_silent_instances_in_every_shard() {
     let dry = run(&["prune", "--older-than", "1d", "--dry-run"]);
     assert!(dry.contains("would prune 2 instances"), "{dry}");
     assert!(silent.iter().all(|id| dry.contains(id.as_str())), "{dry}");
-    assert_eq!(records(&mut con).len(), 3, "a dry run deletes nothing");
+    assert_eq!(
+        records(&mut con).concat().len(),
+        live.len() + 2,
+        "a dry run deletes nothing"
+    );
 
-    let out = run(&["prune", "--older-than", "1d"]);
+    // Silent, but not for three days: nothing goes.
+    let out = run(&["prune", "--older-than", "3d"]);
+    assert!(out.contains("pruned 0 instances"), "{out}");
+    // Live processes are never pruned, however short the time.
+    let out = run(&["prune", "--older-than", "0s"]);
     assert!(out.contains("pruned 2 instances"), "{out}");
-    let left: Vec<String> = records(&mut con).into_iter().map(|(_, id, _)| id).collect();
-    assert_eq!(left, [before[2].1.clone()]);
+    let mut left: Vec<String> = records(&mut con)
+        .concat()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    left.sort();
+    assert_eq!(left, live);
     assert_eq!(totals(&mut con), counts, "pruning touches no count");
-
-    let again = run(&["prune", "--older-than", "1d"]);
-    assert!(again.contains("pruned 0 instances"), "{again}");
 }

@@ -207,14 +207,26 @@ fn shard_of(instance: &str, shards: u64) -> u64 {
 #[test]
 fn a_sharded_namespace_writes_each_process_to_its_shard_and_reads_merged() {
     let cluster = RedisCluster::start(3, 0);
-    let children = run_each_child(
-        &cluster.url(),
-        "cl_shard",
-        3,
-        800,
-        &[("TITUS_COUNT_SHARDS", "4")],
-        || {},
-    );
+    let shards = [("TITUS_COUNT_SHARDS", "4")];
+    let mut children = run_each_child(&cluster.url(), "cl_shard", 3, 800, &shards, || {});
+    // Each process lands on a shard by its random id: add processes until
+    // at least two shards are in use, so that readers have shards to merge.
+    let shards_used = |children: &[(String, u64)]| {
+        let used: std::collections::BTreeSet<u64> =
+            children.iter().map(|(id, _)| shard_of(id, 4)).collect();
+        used.len()
+    };
+    while shards_used(&children) < 2 {
+        assert!(children.len() < 20, "20 processes all on one shard");
+        children.extend(run_each_child(
+            &cluster.url(),
+            "cl_shard",
+            1,
+            200,
+            &shards,
+            || {},
+        ));
+    }
     let counted: u64 = children.iter().map(|(_, n)| n).sum();
     // Each shard holds exactly the processes whose id maps to it: their
     // instance records, sequence marks and counts, and nothing else.
@@ -262,12 +274,8 @@ fn a_sharded_namespace_writes_each_process_to_its_shard_and_reads_merged() {
     assert_eq!(four, counted);
 
     // The command merges the shards.
-    let stdout = support::titus_count_ok(
-        &cluster.url(),
-        "cl_shard",
-        &["totals", "--json"],
-        &[("TITUS_COUNT_SHARDS", "4")],
-    );
+    let stdout =
+        support::titus_count_ok(&cluster.url(), "cl_shard", &["totals", "--json"], &shards);
     assert!(
         stdout.contains(&format!("\"cluster.messages\":{counted}")),
         "{stdout}"
@@ -278,7 +286,7 @@ fn a_sharded_namespace_writes_each_process_to_its_shard_and_reads_merged() {
         &cluster.url(),
         "cl_shard",
         &["instances", "--json"],
-        &[("TITUS_COUNT_SHARDS", "4")],
+        &shards,
     );
     for (id, _) in &children {
         assert!(stdout.contains(id.as_str()), "{id} missing: {stdout}");

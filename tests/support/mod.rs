@@ -247,6 +247,23 @@ pub fn spawn_child(test: &str, envs: &[(&str, &str)]) -> Child {
         .expect("spawn the test binary as a child")
 }
 
+/// An instance record (JSON, as the batch script writes it) with its last
+/// flush moved to `last_flush_ms`: a process gone silent since then.
+pub fn aged_record(json: &str, last_flush_ms: u128) -> String {
+    let field = "\"last_flush_ms\":";
+    let start = json.find(field).expect("a record with last_flush_ms") + field.len();
+    let end = start + json[start..].find([',', '}']).expect("a JSON object");
+    format!("{}{last_flush_ms}{}", &json[..start], &json[end..])
+}
+
+/// Milliseconds since the Unix epoch, `ago` before now.
+pub fn epoch_ms_ago(ago: Duration) -> u128 {
+    (std::time::SystemTime::now() - ago)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
 /// Runs the `titus-count` command against `redis_url` and `namespace` with
 /// `args` and extra environment, asserts that it succeeded, and returns its
 /// standard output.

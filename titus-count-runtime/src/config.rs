@@ -14,9 +14,13 @@ pub const ENV_NAMESPACE: &str = "TITUS_COUNT_NAMESPACE";
 pub const ENV_INTERVAL: &str = "TITUS_COUNT_INTERVAL";
 /// Environment variable setting how long a final flush may wait for Redis.
 pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
-/// Environment variable: over how many hash tags the namespace's stages are
-/// spread (1, the default, keeps them all under `{NS}`).
+/// Environment variable: over how many hash tags the namespace's writers are
+/// spread, each process writing to one (1, the default, keeps them all under
+/// `{NS}`).
 pub const ENV_SHARDS: &str = "TITUS_COUNT_SHARDS";
+
+/// The most shards a namespace can have: one per Redis Cluster slot.
+const MAX_SHARDS: u32 = 16_384;
 /// Environment variable: how many replicas must have a batch (Redis `WAIT`)
 /// before it counts as delivered; 0 (the default) does not wait.
 pub const ENV_WAIT_REPLICAS: &str = "TITUS_COUNT_WAIT_REPLICAS";
@@ -155,7 +159,7 @@ pub(crate) struct Resolved {
     pub(crate) tls: Tls,
     /// Replicas that must acknowledge a batch (`WAIT`) before it is delivered.
     pub(crate) wait_replicas: u32,
-    /// Hash tags the stages are spread over.
+    /// Hash tags the writers are spread over.
     pub(crate) shards: u32,
 }
 
@@ -411,7 +415,7 @@ impl Config {
     /// one round trip and each node takes its share of the fleet. Each
     /// shard has its own totals, history, sequence marks and instance
     /// records; readers add the shards up. Writers and readers of a
-    /// namespace must use the same number (1 to 1024; 1, the default, is
+    /// namespace must use the same number (1 to 16384; 1, the default, is
     /// the plain `{NS}` layout).
     ///
     /// # Examples
@@ -510,6 +514,7 @@ impl Config {
             .map_err(|_| InitError::InvalidNumber {
                 setting: self.wait_replicas.source,
                 value: self.wait_replicas.value.clone(),
+                expected: "a whole number such as `1`",
             })?;
         let shards = self
             .shards
@@ -517,10 +522,11 @@ impl Config {
             .trim()
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=1024).contains(n))
+            .filter(|n| (1..=MAX_SHARDS).contains(n))
             .ok_or_else(|| InitError::InvalidNumber {
                 setting: self.shards.source,
                 value: self.shards.value.clone(),
+                expected: "a whole number from 1 to 16384",
             })?;
         Ok(Resolved {
             tls,
@@ -758,6 +764,26 @@ mod tests {
             .expect_err("an error")
             .to_string();
         assert!(err.contains("interval"), "{err}");
+
+        for shards in [0, MAX_SHARDS + 1] {
+            let err = Config::default()
+                .shards(shards)
+                .resolve()
+                .expect_err("an error")
+                .to_string();
+            assert!(
+                err.contains("shards") && err.contains("1 to 16384"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            Config::default()
+                .shards(MAX_SHARDS)
+                .resolve()
+                .unwrap()
+                .shards,
+            MAX_SHARDS
+        );
     }
 
     #[test]

@@ -45,12 +45,15 @@ pub enum InitError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A setting that takes a whole number got something else.
+    /// A setting that takes a whole number got something else, or a number
+    /// out of its range.
     InvalidNumber {
         /// The setting, such as `TITUS_COUNT_WAIT_REPLICAS`.
         setting: &'static str,
         /// The value as given.
         value: String,
+        /// What it takes, such as "a whole number from 1 to 16384".
+        expected: &'static str,
     },
     /// `init` was already called in this process; there is one flusher per
     /// process.
@@ -87,12 +90,11 @@ impl fmt::Display for InitError {
             InitError::InvalidTls { setting, reason } => {
                 write!(f, "invalid {setting}: {reason}")
             }
-            InitError::InvalidNumber { setting, value } => {
-                write!(
-                    f,
-                    "invalid {setting} `{value}`: expected a whole number such as `1`"
-                )
-            }
+            InitError::InvalidNumber {
+                setting,
+                value,
+                expected,
+            } => write!(f, "invalid {setting} `{value}`: expected {expected}"),
             InitError::AlreadyInitialized => {
                 f.write_str("titus-count is already initialised in this process")
             }
@@ -171,7 +173,7 @@ impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadError::Config(e) => e.fmt(f),
-            ReadError::Redis(e) => write!(f, "cannot read the totals from Redis: {e}"),
+            ReadError::Redis(e) => write!(f, "the request to Redis failed: {e}"),
             ReadError::Malformed { stage, value } => {
                 write!(f, "stage `{stage}` holds `{value}`, which is not a count")
             }

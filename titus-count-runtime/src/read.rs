@@ -8,6 +8,19 @@ use crate::config::{Config, Resolved};
 use crate::error::ReadError;
 use crate::redis::{Conn, Keys, Target, describe};
 
+/// Deletes the instance records it is given if they are unchanged, and
+/// returns the ids deleted. KEYS: instances. ARGV: id and record pairs.
+const PRUNE_SCRIPT: &str = r#"
+local deleted = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    deleted[#deleted + 1] = ARGV[i]
+  end
+end
+return deleted
+"#;
+
 /// An instance not heard from for this many intervals (plus a margin for
 /// clock skew) is stale: presumed gone.
 const STALE_INTERVALS: u32 = 3;
@@ -162,8 +175,8 @@ impl Reader {
     }
 
     /// Runs `commands` in one round trip: a transaction on one server; on a
-    /// cluster (whose client runs no transactions) a pipeline to the node
-    /// that owns the namespace's slot.
+    /// cluster (whose client runs no transactions) a pipeline, each command
+    /// sent to the node that owns its key, in order per node.
     fn pipeline<T: redis::FromRedisValue>(
         &mut self,
         commands: Vec<redis::Cmd>,
@@ -211,8 +224,11 @@ impl Reader {
     /// As [`read_totals`], and [`ReadError::Malformed`] for an instance
     /// record that cannot be read.
     pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
-        // Each shard's totals, then each shard's instance records.
-        let commands: Vec<redis::Cmd> = [Keys::totals, Keys::instances]
+        // Each shard's instance records, then each shard's totals. Without
+        // a transaction (on a cluster) a batch may land between the two
+        // reads; this order lets it only add to the totals, never make a
+        // record claim counts the totals lack.
+        let commands: Vec<redis::Cmd> = [Keys::instances, Keys::totals]
             .iter()
             .flat_map(|key| {
                 self.shards
@@ -220,8 +236,8 @@ impl Reader {
                     .map(move |keys| redis::cmd("HGETALL").arg(key(keys)).clone())
             })
             .collect();
-        let mut replies: Vec<Fields> = self.pipeline(commands)?;
-        let instances = replies.split_off(self.shards.len());
+        let mut instances: Vec<Fields> = self.pipeline(commands)?;
+        let replies = instances.split_off(self.shards.len());
         let now = SystemTime::now();
         let mut instances = instances
             .into_iter()
@@ -237,19 +253,43 @@ impl Reader {
         })
     }
 
-    /// Deletes the records of the instances not heard from for at least
-    /// `not_heard_for`, in every shard, and returns them. The one write a
-    /// reader makes: it needs `HDEL` on the namespace's keys.
-    ///
-    /// Records of processes that are gone stay in the instances hash, shown
-    /// as stale, until pruned. Pruning touches no count: totals and history
-    /// stay as they are, and a process that was only cut off writes its
-    /// record again with its next batch. (A record refreshed between the
-    /// read and the delete is deleted too, and comes back the same way.)
+    /// The stale instances not heard from for at least `not_heard_for`:
+    /// what [`prune_instances`](Self::prune_instances) would delete now.
+    /// Records that cannot be read are left out.
     ///
     /// # Errors
     ///
-    /// As [`snapshot`](Self::snapshot).
+    /// As [`read_totals`].
+    pub fn prunable_instances(
+        &mut self,
+        not_heard_for: Duration,
+    ) -> Result<Vec<Instance>, ReadError> {
+        let mut found: Vec<Instance> = self
+            .prunable(not_heard_for)?
+            .into_iter()
+            .map(|(_, instance, _)| instance)
+            .collect();
+        found.sort_by_key(|i| (i.last_flush, i.id.clone()));
+        Ok(found)
+    }
+
+    /// Deletes the records of the stale instances not heard from for at
+    /// least `not_heard_for`, in every shard, and returns them. The one
+    /// write a reader makes: it needs `EVAL`, `HGET` and `HDEL` on the
+    /// namespace's keys.
+    ///
+    /// Records of processes that are gone stay in the instances hash, shown
+    /// as stale, until pruned. Only stale records go (not heard from for
+    /// three intervals and more), so pruning never changes what the
+    /// completeness time says, whatever `not_heard_for` is. A record is
+    /// deleted only if it is still the one that was read (a script compares
+    /// them), so a process that flushes meanwhile keeps its record. Pruning
+    /// touches no count: totals and history stay as they are, and a process
+    /// that was only cut off writes its record again with its next batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_totals`].
     ///
     /// # Examples
     ///
@@ -263,6 +303,42 @@ impl Reader {
     /// # Ok::<(), titus_count_runtime::ReadError>(())
     /// ```
     pub fn prune_instances(&mut self, not_heard_for: Duration) -> Result<Vec<Instance>, ReadError> {
+        let prunable = self.prunable(not_heard_for)?;
+        let mut by_shard: Vec<Vec<(Instance, String)>> = vec![Vec::new(); self.shards.len()];
+        for (shard, instance, json) in prunable {
+            by_shard[shard].push((instance, json));
+        }
+        let (mut commands, mut asked) = (Vec::new(), Vec::new());
+        for (keys, records) in self.shards.iter().zip(by_shard) {
+            if records.is_empty() {
+                continue;
+            }
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(PRUNE_SCRIPT).arg(1).arg(keys.instances());
+            for (instance, json) in &records {
+                eval.arg(&instance.id).arg(json);
+            }
+            commands.push(eval);
+            asked.extend(records.into_iter().map(|(instance, _)| instance));
+        }
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deleted: Vec<Vec<String>> = self.pipeline(commands)?;
+        let deleted: std::collections::HashSet<String> = deleted.into_iter().flatten().collect();
+        let mut pruned: Vec<Instance> = asked
+            .into_iter()
+            .filter(|i| deleted.contains(&i.id))
+            .collect();
+        pruned.sort_by_key(|i| (i.last_flush, i.id.clone()));
+        Ok(pruned)
+    }
+
+    /// Every prunable instance: its shard, the instance and its record as read.
+    fn prunable(
+        &mut self,
+        not_heard_for: Duration,
+    ) -> Result<Vec<(usize, Instance, String)>, ReadError> {
         let commands: Vec<redis::Cmd> = self
             .shards
             .iter()
@@ -270,34 +346,21 @@ impl Reader {
             .collect();
         let shards: Vec<Fields> = self.pipeline(commands)?;
         let now = SystemTime::now();
-        let mut pruned = Vec::new();
-        let mut deletes = Vec::new();
-        for (keys, records) in self.shards.iter().zip(shards) {
-            let mut gone = Vec::new();
+        let mut found = Vec::new();
+        for (shard, records) in shards.into_iter().enumerate() {
             for (id, json) in records {
-                let instance = parse_instance(id, &json, now)?;
-                if now
+                let Ok(instance) = parse_instance(id, &json, now) else {
+                    continue;
+                };
+                let silent = now
                     .duration_since(instance.last_flush)
-                    .is_ok_and(|age| age >= not_heard_for)
-                {
-                    gone.push(instance);
+                    .is_ok_and(|age| age >= not_heard_for);
+                if instance.stale && silent {
+                    found.push((shard, instance, json));
                 }
             }
-            if !gone.is_empty() {
-                let mut hdel = redis::cmd("HDEL");
-                hdel.arg(keys.instances());
-                for instance in &gone {
-                    hdel.arg(&instance.id);
-                }
-                deletes.push(hdel);
-                pruned.extend(gone);
-            }
         }
-        if !deletes.is_empty() {
-            let _: Vec<u64> = self.pipeline(deletes)?;
-        }
-        pruned.sort_by_key(|i| (i.last_flush, i.id.clone()));
-        Ok(pruned)
+        Ok(found)
     }
 
     /// The per-minute counts of `stages` for the minutes `from..=to`

@@ -71,10 +71,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Deletes the records of processes not heard from for a while (until
-    /// then they are listed as stale). Counts are never touched.
+    /// Deletes the records of stale processes not heard from for a while
+    /// (until then they are listed as stale). Counts are never touched.
     Prune {
-        /// How long a process must have been silent, such as `1h` or `24h`.
+        /// How long a stale process must have been silent, such as `1h`,
+        /// `24h` or `7d`.
         #[arg(long, default_value = "24h")]
         older_than: String,
         /// List what would be deleted, and delete nothing.
@@ -327,17 +328,7 @@ fn minute_time(minute: u64) -> SystemTime {
 fn prune(config: &Config, older_than: Duration, dry_run: bool) -> Result<(), Failure> {
     let mut reader = Reader::connect(config)?;
     let gone = if dry_run {
-        let now = SystemTime::now();
-        let mut silent: Vec<_> = snapshot(&mut reader)?
-            .instances
-            .into_iter()
-            .filter(|i| {
-                now.duration_since(i.last_flush)
-                    .is_ok_and(|age| age >= older_than)
-            })
-            .collect();
-        silent.sort_by_key(|i| (i.last_flush, i.id.clone()));
-        silent
+        reader.prunable_instances(older_than)?
     } else {
         reader.prune_instances(older_than)?
     };
