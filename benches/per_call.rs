@@ -133,7 +133,8 @@ fn paired_ratios(group: &str, approaches: &[Approach]) {
 /// that with every core counting at once, from interleaved pairs of runs:
 /// what contention costs.
 fn paired_scaling(approaches: &[Approach]) {
-    const CALLS: u64 = 1 << 20;
+    // Runs of about 10 ms, long against the threads' start-up.
+    const CALLS: u64 = 1 << 22;
     for (name, f) in approaches {
         let time = |threads: usize| {
             common::per_thread(threads, CALLS, |i| {

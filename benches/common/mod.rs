@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -17,14 +18,20 @@ pub fn cores() -> usize {
 
 /// Runs `f(i)` for `i in 0..iters` on each of `threads` threads started
 /// together, and returns the mean time one thread took: criterion then
-/// reports time per call per thread.
+/// reports time per call per thread. The threads spin until all have
+/// arrived, so they start within nanoseconds of each other rather than as
+/// the scheduler wakes them, and really run at the same time (`threads`
+/// should not exceed the cores).
 pub fn per_thread(threads: usize, iters: u64, f: impl Fn(u64) + Sync) -> Duration {
-    let barrier = Barrier::new(threads);
+    let waiting = AtomicUsize::new(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    barrier.wait();
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                    while waiting.load(Ordering::Acquire) != 0 {
+                        std::hint::spin_loop();
+                    }
                     let start = Instant::now();
                     for i in 0..iters {
                         f(i);
@@ -96,6 +103,26 @@ pub fn redis_incr(key: &str) {
     });
 }
 
+/// A distribution-free 95% confidence interval for the median of `sorted`:
+/// the order statistics `x(l)` and `x(n + 1 - l)`, with `l` the largest rank
+/// for which a Binomial(n, 1/2) falls below `l` with probability at most
+/// 2.5%.
+fn median_interval(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    assert!(
+        (6..=1000).contains(&n),
+        "a 95% interval for the median needs 6 to 1000 samples, not {n}"
+    );
+    // P(B = k) for k = 0, 1, ...; `below` is P(B < l).
+    let (mut l, mut below, mut pmf) = (0, 0.0, 0.5f64.powi(n as i32));
+    while below + pmf <= 0.025 {
+        below += pmf;
+        pmf *= (n - l) as f64 / (l + 1) as f64;
+        l += 1;
+    }
+    (sorted[l - 1], sorted[n - l])
+}
+
 /// The ratio of two ways of doing the same work, measured in interleaved
 /// pairs: `pairs` times, run `base` and `other` back to back (in alternating
 /// order, so neither always runs first) and take `time(base) / time(other)`,
@@ -130,18 +157,18 @@ pub fn paired(
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
-    let median = q(0.5);
-    // A distribution-free 95% confidence interval for the median: the
-    // order statistics 1.96 standard deviations of Binomial(n, 1/2) either
-    // side of the middle.
-    let half = 0.98 * (pairs as f64).sqrt() / (pairs - 1) as f64;
+    let (low, high) = median_interval(&ratios);
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    let quartile = |p: f64| ratios[((n - 1) as f64 * p).round() as usize];
     println!(
-        "paired: {name}: median {median:.3} (95% CI {:.3}-{:.3}, quartiles {:.3}-{:.3}, {pairs} pairs)",
-        q(0.5 - half),
-        q(0.5 + half),
-        q(0.25),
-        q(0.75)
+        "paired: {name}: median {median:.3} (95% CI {low:.3}-{high:.3}, quartiles {:.3}-{:.3}, {pairs} pairs)",
+        quartile(0.25),
+        quartile(0.75)
     );
     median
 }
