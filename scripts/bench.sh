@@ -15,7 +15,7 @@ cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.l
 # loop, straddles a 32-byte fetch block, which this takes out of the
 # comparison. (The filter matches no criterion benchmark, so only the paired
 # runs run.)
-RUSTFLAGS="-C llvm-args=-align-all-functions=6 -C llvm-args=-align-loops=64" CARGO_TARGET_DIR=target/aligned \
+TITUS_BENCH_PLACEMENT_ONLY=1 RUSTFLAGS="-C llvm-args=-align-all-functions=6 -C llvm-args=-align-loops=64" CARGO_TARGET_DIR=target/aligned \
     cargo bench --bench per_call -- paired-only | tee target/aligned.log
 cargo bench --bench fleet | tee target/fleet.log
 cargo bench --bench memory | tee target/memory.log

@@ -163,8 +163,8 @@ fn snapshot(reader: &mut Reader) -> Result<Snapshot, Failure> {
     let snapshot = reader.snapshot()?;
     if snapshot.totals.is_empty() && snapshot.instances.is_empty() {
         return Err(Failure(format!(
-            "namespace `{}` has no counts in Redis (no key titus:{{{}}}:totals); check --namespace and --redis-url",
-            snapshot.namespace, snapshot.namespace
+            "namespace `{}` has no counts in Redis (no key titus:{{{}}}:totals, or titus:{{{}:K}}:totals with TITUS_COUNT_SHARDS); check --namespace, --redis-url and TITUS_COUNT_SHARDS",
+            snapshot.namespace, snapshot.namespace, snapshot.namespace
         )));
     }
     Ok(snapshot)
