@@ -1,6 +1,7 @@
 //! What a flush costs: one batch as the number of stages grows (time, and
-//! Redis round trips per batch), collecting as the number of threads grows,
-//! and the flusher's CPU use at the default interval.
+//! Redis round trips per batch); one whole flush (collect every thread's
+//! cells, cut the batch, send it, wait for the reply) as the number of
+//! counting threads grows; and the flusher's CPU use at the default interval.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -102,11 +103,70 @@ fn flush(c: &mut Criterion) {
     }
     g.finish();
 
-    // The flusher's CPU at the default interval while 4 threads count flat out.
+    // The flusher runs at the default interval from here on.
     let _guard = titus_count::Config::default()
         .redis_url(redis.url())
         .init()
         .unwrap();
+
+    // One whole flush, `titus_count::flush()`, by number of counting threads.
+    // Before each timed flush every thread counts once at its sixteen sites,
+    // so each flush collects every thread's cells and sends sixteen stages.
+    let mut g = c.benchmark_group("flush_threads");
+    g.sample_size(20);
+    for threads in [1usize, 4, 16, 64] {
+        let go = Arc::new(Barrier::new(threads + 1));
+        let counted = Arc::new(Barrier::new(threads + 1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (go, counted, stop) = (go.clone(), counted.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        go.wait();
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        touch_sixteen_sites();
+                        counted.wait();
+                    }
+                })
+            })
+            .collect();
+        let before = evalsha_calls(&mut con);
+        let batches_before = titus_count::health().unwrap().acknowledged_batches;
+        let mut flushes = 0u64;
+        g.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |b, _| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    go.wait();
+                    counted.wait();
+                    let start = Instant::now();
+                    titus_count::flush().unwrap();
+                    timed += start.elapsed();
+                    flushes += 1;
+                }
+                timed
+            })
+        });
+        let calls = evalsha_calls(&mut con) - before;
+        let batches = titus_count::health().unwrap().acknowledged_batches - batches_before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        go.wait();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Batches beyond one per flush are the flusher's heartbeats, one per
+        // interval.
+        println!(
+            "flush_threads/{threads}: {calls} EVALSHA for {batches} batches and {flushes} flush() calls ({:.2} round trips per batch)",
+            calls as f64 / batches as f64
+        );
+    }
+    g.finish();
+
+    // The flusher's CPU at the default interval while 4 threads count flat out.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counters: Vec<_> = (0..4)
         .map(|_| {

@@ -39,7 +39,7 @@ export CALLGRIND
     echo
     python3 scripts/bench_report.py
     echo
-    grep -E '^(flush_batch/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
+    grep -E '^(flush_batch/[0-9]+: |flush_threads/[0-9]+: |flusher_cpu: )' target/bench.log | sed 's/^/    /'
     echo
     echo "### Memory (heap held by titus-count, threads parked after counting)"
     echo

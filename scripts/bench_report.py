@@ -171,14 +171,22 @@ def main():
     out.append("| stages in the batch | median (min-max) |")
     out.append("|---|---|")
     for stages in [1, 10, 100, 1000, 10000]:
-        r = load("flush_batch", str(stages), "")
-        r = r or load("flush_batch", stages, "")
-        path = os.path.join(CRITERION, "flush_batch", str(stages), "new")
-        if os.path.isdir(path):
-            est = json.load(open(os.path.join(path, "estimates.json")))
-            sample = json.load(open(os.path.join(path, "sample.json")))
-            per = [t / n for t, n in zip(sample["times"], sample["iters"])]
-            out.append(f"| {stages} | {fmt_ns(est['median']['point_estimate'])} ({fmt_ns(min(per))}-{fmt_ns(max(per))}) |")
+        r = load("flush_batch", stages, "")
+        if r:
+            out.append(f"| {stages} | {fmt_ns(r[0])} ({fmt_ns(r[1])}-{fmt_ns(r[2])}) |")
+
+    out.append("\n### One flush as the number of counting threads grows\n")
+    out.append("Each thread has counted at 16 sites since the last flush; `flush()` collects every")
+    out.append("thread's cells, cuts one batch of 16 stages, sends it and waits for Redis's reply.")
+    out.append("Collecting alone is `local_totals()` over the same threads, without Redis.\n")
+    out.append("| counting threads | one flush: median (min-max) | collecting alone: median (min-max) |")
+    out.append("|---|---|---|")
+    for threads in [1, 4, 16, 64]:
+        whole = load("flush_threads", threads, "")
+        collect = load("collect", threads, "")
+        if whole:
+            cells = [f"{fmt_ns(r[0])} ({fmt_ns(r[1])}-{fmt_ns(r[2])})" if r else "" for r in (whole, collect)]
+            out.append(f"| {threads} | " + " | ".join(cells) + " |")
 
     print("\n".join(out))
     chart(tables, cores)
