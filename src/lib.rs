@@ -103,7 +103,14 @@
 /// | `"stage"` (first, required) | one under `stage` per call, on entry |
 /// | `by = EXPR` | `EXPR` instead of one, evaluated on entry with the parameters in scope; an unsigned integer |
 /// | `outcome` | also one under `stage.ok` or `stage.err` by the `Result` the function returns, early `return` and `?` included; the function must return a `Result` (aliases such as `io::Result` work) |
-/// | `panics` | also one under `stage.panic` when the body panics |
+/// | `panics` | also one under `stage.panic` when the body panics (not when the function is merely called, or an unfinished future dropped, while another panic unwinds) |
+///
+/// With `outcome` or `panics`, a sync function that returns a future must
+/// return it as its tail expression, `async move { .. }` or
+/// `Box::pin(async move { .. })`, with no earlier `return`: the outcome and
+/// the panics are the future's, and a future returned some other way is a
+/// compile error rather than a miscount. `outcome` on a sync function runs
+/// the body in a closure, so it does not combine with `#[track_caller]`.
 ///
 /// Stack the attribute to count one call under several stages. It combines
 /// with other attributes such as `#[tracing::instrument]`, `#[inline]`,

@@ -181,6 +181,83 @@ fn panics_are_counted_as_entered_and_as_panics() {
     assert_eq!(count_of("outcome.async_panics.panic"), 1);
 }
 
+#[counted("outcome.rollback", panics)]
+fn rollback() {}
+
+/// Rolls back when dropped, as a transaction guard does, also while a panic
+/// unwinds past it.
+struct Transaction;
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        rollback();
+    }
+}
+
+#[test]
+fn a_call_made_while_another_panic_unwinds_is_not_a_panic() {
+    let unwound = std::panic::catch_unwind(|| {
+        let _tx = Transaction;
+        panic!("the handler failed");
+    });
+    assert!(unwound.is_err());
+    // `rollback` ran during the unwinding and returned normally.
+    assert_eq!(count_of("outcome.rollback"), 1);
+    assert_eq!(count_of("outcome.rollback.panic"), 0);
+}
+
+/// Returns `Pending` until it is polled a second time.
+struct Yield(bool);
+
+impl std::future::Future for Yield {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[counted("outcome.async_dropped", panics)]
+async fn waits() {
+    Yield(false).await;
+}
+
+#[counted("outcome.boxed_panics", panics)]
+fn boxed(x: u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = u32>>> {
+    Box::pin(async move {
+        Yield(false).await;
+        assert!(x != 0, "zero");
+        x
+    })
+}
+
+#[test]
+fn a_future_dropped_during_another_panic_is_not_a_panic() {
+    let unwound = std::panic::catch_unwind(|| {
+        // Started and suspended, then dropped unfinished by the unwinding
+        // of a panic elsewhere, as a sibling of a failing `join!` is.
+        let mut future = Box::pin(waits());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        panic!("a sibling failed");
+    });
+    assert!(unwound.is_err());
+    assert_eq!(count_of("outcome.async_dropped"), 1);
+    assert_eq!(count_of("outcome.async_dropped.panic"), 0);
+
+    // A panic inside a later poll of a returned future is the future's own.
+    assert_eq!(block_on(boxed(3)), 3);
+    assert!(std::panic::catch_unwind(|| block_on(boxed(0))).is_err());
+    assert_eq!(count_of("outcome.boxed_panics"), 2);
+    assert_eq!(count_of("outcome.boxed_panics.panic"), 1);
+}
+
 #[test]
 fn outcome_counts_reach_redis() {
     if support::is_child("outcome_counts_reach_redis") {

@@ -80,10 +80,12 @@ impl Parse for Args {
                 }
                 "outcome" => {
                     duplicate(args.outcome.is_some())?;
+                    no_value(&name, input)?;
                     args.outcome = Some(name);
                 }
                 "panics" => {
                     duplicate(args.panics.is_some())?;
+                    no_value(&name, input)?;
                     args.panics = Some(name);
                 }
                 _ => {
@@ -96,6 +98,19 @@ impl Parse for Args {
         }
         Ok(args)
     }
+}
+
+/// A flag such as `outcome` takes no value: `outcome = true` is refused at
+/// the `=`, naming the flag.
+fn no_value(name: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        let eq: Token![=] = input.parse()?;
+        return Err(syn::Error::new_spanned(
+            eq,
+            format!("`{name}` takes no value: write `#[counted(\"stage\", {name})]`"),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a stage name is carried safely everywhere it goes: a Redis hash
@@ -161,6 +176,9 @@ mod tests {
                 "duplicate argument `outcome`",
             ),
             (r#""emit", level = 3"#, "unknown argument `level`"),
+            (r#""emit", outcome = true"#, "`outcome` takes no value"),
+            (r#""emit", panics = false"#, "`panics` takes no value"),
+            (r#""emit", panics, panics"#, "duplicate argument `panics`"),
             (r#""emit" "other""#, "expected `,`"),
         ] {
             let err = parse(tokens).err().map(|e| e.to_string());

@@ -9,12 +9,14 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
+use syn::visit::Visit;
 use syn::{AttrStyle, Expr, ExprAsync, Ident, ItemFn, LitStr, ReturnType, Stmt, Type};
 
 use crate::args::{Args, USAGE};
 
-pub(crate) fn expand(args: Args, item: TokenStream) -> TokenStream {
-    match try_expand(&args, item.clone()) {
+/// Parses the arguments and expands the function, or emits the error.
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    match syn::parse2::<Args>(args).and_then(|args| try_expand(&args, item.clone())) {
         Ok(tokens) => tokens,
         // Emit the item unchanged next to the error, so the caller sees this
         // one error rather than one for every use of the function; tokens
@@ -60,6 +62,18 @@ fn try_expand(args: &Args, item: TokenStream) -> syn::Result<TokenStream> {
             ),
         ));
     }
+    if args.outcome.is_some()
+        && sig.asyncness.is_none()
+        && let Some(track_caller) = attrs.iter().find(|a| a.path().is_ident("track_caller"))
+    {
+        return Err(syn::Error::new_spanned(
+            track_caller,
+            format!(
+                "`outcome` runs the body of `{}` in a closure, where `#[track_caller]` would no longer report the caller; count with `count!` in the body instead",
+                sig.ident
+            ),
+        ));
+    }
     let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
         .into_iter()
         .partition(|a| matches!(a.style, AttrStyle::Inner(_)));
@@ -67,8 +81,10 @@ fn try_expand(args: &Args, item: TokenStream) -> syn::Result<TokenStream> {
     let stage = &args.stage;
     let entry = match &args.by {
         // Spanned at the user's expression, so a wrong type is reported there.
+        // `count!` takes the amount as it is, so a literal (`by = 2`) is
+        // checked and typed like one given to `count!` itself.
         Some(by) => quote_spanned! {by.span()=>
-            ::titus_count::__private::count!(#stage, ::titus_count::__private::Count::count(#by));
+            ::titus_count::__private::count!(#stage, #by);
         },
         None => quote! { ::titus_count::__private::count!(#stage); },
     };
@@ -83,15 +99,10 @@ fn try_expand(args: &Args, item: TokenStream) -> syn::Result<TokenStream> {
         quote! { #(#stmts)* }
     } else if sig.asyncness.is_some() {
         instrument(args, &stmts, Body::AsyncFn(return_type))
-    } else if let Some(future) = tail_async_block(&mut stmts) {
+    } else if returns_future(return_type) || tail_async_block(&mut stmts).is_some() {
         // A sync function returning a future (as `#[async_trait]` writes
         // them): count on call, watch the outcome inside the future.
-        let inner = instrument(
-            args,
-            &future.block.stmts,
-            Body::AsyncBlock(future.capture.is_some()),
-        );
-        future.block = syn::parse_quote!({ #inner });
+        future_body(args, &mut stmts, return_type)?;
         quote! { #(#stmts)* }
     } else {
         instrument(args, &stmts, Body::Sync(return_type))
@@ -120,23 +131,53 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
     let derived = |suffix: &str| LitStr::new(&format!("{}.{suffix}", stage.value()), stage.span());
     // Mixed-site names: the user's statements can neither see nor shadow them.
     let guard = Ident::new("__titus_count_on_panic", Span::mixed_site());
-    let result = Ident::new("__titus_count_result", Span::mixed_site());
 
-    let on_panic = args.panics.as_ref().map(|_| {
-        let panic_stage = derived("panic");
-        quote! {
-            let #guard = ::titus_count::__private::OnPanic::new(|| {
-                ::titus_count::__private::count!(#panic_stage);
-            });
-        }
-    });
-    let Some(outcome) = &args.outcome else {
-        return quote! { #on_panic #(#stmts)* };
+    let inner = match &args.outcome {
+        Some(outcome) => count_outcome(stmts, &body, outcome.span(), derived("ok"), derived("err")),
+        None => quote! { #(#stmts)* },
     };
-    let (ok, err) = (derived("ok"), derived("err"));
-    let outcome_span = match &body {
+    let Some(_) = &args.panics else {
+        return inner;
+    };
+    let panic_stage = derived("panic");
+    let on_panic = quote! { || { ::titus_count::__private::count!(#panic_stage); } };
+    match body {
+        Body::Sync(_) => quote! {
+            let #guard = ::titus_count::__private::OnPanic::new(#on_panic);
+            #inner
+        },
+        // A guard held across an `.await` would also fire if the future were
+        // dropped during somebody else's panic: watch each poll instead.
+        Body::AsyncFn(ty) => {
+            let future = match ty.filter(|ty| !has_impl_trait(ty)) {
+                Some(ty) => quote! {
+                    ::titus_count::__private::output_of::<#ty, _>(async move { #inner })
+                },
+                None => quote! { async move { #inner } },
+            };
+            quote! { ::titus_count::__private::watch_panics(#future, #on_panic).await }
+        }
+        Body::AsyncBlock(is_move) => {
+            let capture = is_move.then(|| quote!(move));
+            quote! {
+                ::titus_count::__private::watch_panics(async #capture { #inner }, #on_panic).await
+            }
+        }
+    }
+}
+
+/// The statements run for their result, counted as `STAGE.ok` or `STAGE.err`.
+fn count_outcome(
+    stmts: &[Stmt],
+    body: &Body<'_>,
+    outcome_span: Span,
+    ok: LitStr,
+    err: LitStr,
+) -> TokenStream {
+    let result = Ident::new("__titus_count_result", Span::mixed_site());
+    let outcome_span = match body {
         Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => ty.span(),
-        _ => outcome.span(),
+        _ => outcome_span,
     };
     let run = match body {
         Body::Sync(ty) => {
@@ -164,14 +205,13 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         "__titus_count_result",
         Span::mixed_site().located_at(outcome_span),
     );
-    let is_ok = match &body {
+    let is_ok = match body {
         Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) if !has_impl_trait(ty) => {
             quote_spanned! {outcome_span=> ::titus_count::__private::is_ok::<#ty>(&#located) }
         }
         _ => quote_spanned! {outcome_span=> ::titus_count::__private::Outcome::is_ok(&#located) },
     };
     quote! {
-        #on_panic
         #run
         if #is_ok {
             ::titus_count::__private::count!(#ok);
@@ -180,6 +220,77 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         }
         #result
     }
+}
+
+/// Instruments the tail `async` block of a sync function that returns a
+/// future: the outcome and panics are the future's, not the call's.
+fn future_body(args: &Args, stmts: &mut [Stmt], return_type: Option<&Type>) -> syn::Result<()> {
+    let usage = "a function returning a future is counted when its future is the tail expression, `async move { ... }` or `Box::pin(async move { ... })`";
+    let option = (args.outcome.as_ref().map(Spanned::span))
+        .or(args.panics.as_ref().map(Spanned::span))
+        .unwrap_or_else(Span::call_site);
+    let at = return_type.map_or(option, |ty| ty.span());
+    let no_future = || {
+        syn::Error::new(
+            at,
+            format!("`outcome` and `panics` need the future itself: {usage}"),
+        )
+    };
+    let Some((tail, prefix)) = stmts.split_last_mut() else {
+        return Err(no_future());
+    };
+    // A future returned early would escape the watch: refuse rather than
+    // miscount.
+    if let Some(early) = prefix.iter().find_map(find_return) {
+        return Err(syn::Error::new(
+            early,
+            format!(
+                "`outcome` and `panics` watch the future this function returns last, and this `return` would skip them: {usage}"
+            ),
+        ));
+    }
+    let Some(future) = tail_async_block(std::slice::from_mut(tail)) else {
+        return Err(no_future());
+    };
+    let inner = instrument(
+        args,
+        &future.block.stmts,
+        Body::AsyncBlock(future.capture.is_some()),
+    );
+    future.block = syn::parse_quote!({ #inner });
+    Ok(())
+}
+
+/// Whether a return type names a future: `impl Future<..>`, `Pin<Box<dyn
+/// Future<..>>>` or a `BoxFuture` alias.
+fn returns_future(ty: Option<&Type>) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) => {
+                i == "Future" || i == "BoxFuture" || i == "LocalBoxFuture"
+            }
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    ty.is_some_and(|ty| walk(quote!(#ty)))
+}
+
+/// The first `return` of a statement, outside closures, `async` blocks and
+/// nested items (whose `return` is their own).
+fn find_return(stmt: &Stmt) -> Option<Span> {
+    struct Find(Option<Span>);
+    impl<'ast> Visit<'ast> for Find {
+        fn visit_expr_return(&mut self, e: &'ast syn::ExprReturn) {
+            self.0 = self.0.or(Some(e.return_token.span));
+        }
+        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+        fn visit_expr_async(&mut self, _: &'ast ExprAsync) {}
+        fn visit_item(&mut self, _: &'ast syn::Item) {}
+    }
+    let mut find = Find(None);
+    find.visit_stmt(stmt);
+    find.0
 }
 
 /// The `async` block a sync function returns as its tail expression, bare or

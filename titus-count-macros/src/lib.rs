@@ -14,6 +14,5 @@ use proc_macro::TokenStream;
 /// crate for the documentation.
 #[proc_macro_attribute]
 pub fn counted(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = syn::parse_macro_input!(args as args::Args);
-    expand::expand(args, item.into()).into()
+    expand::expand(args.into(), item.into()).into()
 }

@@ -20,24 +20,49 @@ impl<T, E> Outcome for Result<T, E> {
     }
 }
 
-/// Runs its closure if it is dropped while its thread panics.
-pub struct OnPanic<F: FnMut()>(F);
+/// Runs its closure if a panic that began after the guard was made unwinds
+/// past it.
+///
+/// A guard made while the thread was already unwinding (a counted function
+/// called from a `Drop` during a panic) counts nothing: that call did not
+/// panic.
+pub struct OnPanic<F: FnMut()> {
+    on_panic: F,
+    unwinding_before: bool,
+}
 
 impl<F: FnMut()> OnPanic<F> {
     /// A guard that calls `on_panic` when a panic unwinds past it.
     #[inline(always)]
     pub fn new(on_panic: F) -> Self {
-        OnPanic(on_panic)
+        OnPanic {
+            on_panic,
+            unwinding_before: std::thread::panicking(),
+        }
     }
 }
 
 impl<F: FnMut()> Drop for OnPanic<F> {
     #[inline(always)]
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            (self.0)();
+        if !self.unwinding_before && std::thread::panicking() {
+            (self.on_panic)();
         }
     }
+}
+
+/// Runs `future`, calling `on_panic` if one of its polls panics.
+///
+/// The guard lives only while a poll runs, so a future that is dropped
+/// unfinished while some other code panics (a sibling in a `join!`, say)
+/// counts nothing.
+pub async fn watch_panics<F: Future>(future: F, mut on_panic: impl FnMut()) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let _guard = OnPanic::new(&mut on_panic);
+        future.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Returns the future unchanged; naming its output type lets `?` inside an

@@ -213,12 +213,16 @@ macro_rules! count {
         $crate::count!($stage, 1u64)
     };
     ($stage:literal, $n:literal $(,)?) => {
-        // An unsuffixed literal becomes a `u64` rather than an `i32`; a
-        // negative one does not compile.
+        // A literal is checked at compile time: an unsigned integer, so that
+        // `-1i64`, `2.5`, `'a'` or `true` cannot slip through the cast below,
+        // and an unsuffixed one becomes a `u64` rather than an `i32`.
         $crate::count!(@add $stage, {
             #[allow(clippy::unnecessary_cast)]
-            let n = $n as u64;
-            n
+            const __TITUS_COUNT_N: u64 = {
+                $crate::__private::check_count_literal(::core::stringify!($n));
+                ($n) as u64
+            };
+            __TITUS_COUNT_N
         })
     };
     ($stage:literal, $n:expr $(,)?) => {
@@ -232,6 +236,71 @@ macro_rules! count {
         }
         $crate::__private::add(&__TITUS_COUNT_SITE, &__TITUS_COUNT_SLOT, $n);
     }};
+}
+
+/// Checks the source text of a literal amount given to `count!` or `by`, at
+/// compile time: an unsigned integer literal, decimal, hexadecimal, octal or
+/// binary, with no suffix or an unsigned one up to `u64`.
+///
+/// # Panics
+///
+/// If the literal is anything else; in a `const` this is a compile-time
+/// error.
+pub const fn check_count_literal(text: &str) {
+    let b = text.as_bytes();
+    assert!(
+        b.is_empty() || b[0] != b'-',
+        "a count cannot be negative: `count!` and `by` take an unsigned integer"
+    );
+    assert!(
+        !b.is_empty() && b[0].is_ascii_digit(),
+        "a count is an unsigned integer: `count!` and `by` take `u8`, `u16`, `u32`, `u64` or `usize`"
+    );
+    let radix_prefix = b.len() > 1 && b[0] == b'0' && matches!(b[1], b'x' | b'o' | b'b');
+    let hex = radix_prefix && b[1] == b'x';
+    // Where a suffix starts: the first `u` or `i` (which no digit of any
+    // radix is), or for a decimal literal an `f`, `e` or `.` of a float.
+    let mut i = if radix_prefix { 2 } else { 0 };
+    while i < b.len() {
+        let c = b[i];
+        if c == b'u' || c == b'i' {
+            break;
+        }
+        assert!(
+            hex || !matches!(c, b'.' | b'e' | b'E' | b'f'),
+            "a count is a whole number: `count!` and `by` take an unsigned integer"
+        );
+        i += 1;
+    }
+    if i < b.len() {
+        assert!(
+            b[i] == b'u',
+            "a count is unsigned: drop the signed suffix, or use `u64`"
+        );
+        assert!(
+            is_at(b, i, b"u8")
+                || is_at(b, i, b"u16")
+                || is_at(b, i, b"u32")
+                || is_at(b, i, b"u64")
+                || is_at(b, i, b"usize"),
+            "a count fits `u64`: use no suffix or `u8`, `u16`, `u32`, `u64` or `usize`"
+        );
+    }
+}
+
+/// Whether `text[at..]` is exactly `suffix`.
+const fn is_at(text: &[u8], at: usize, suffix: &[u8]) -> bool {
+    if text.len() - at != suffix.len() {
+        return false;
+    }
+    let mut k = 0;
+    while k < suffix.len() {
+        if text[at + k] != suffix[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
 }
 
 /// Amounts that can be counted: the unsigned integers.
@@ -282,6 +351,22 @@ mod tests {
         crate::count!("unit.site.shared", 2u32);
         crate::count!("unit.site.shared", 5usize);
         assert_eq!(local_totals()["unit.site.shared"], 7);
+    }
+
+    #[test]
+    fn literal_counts_are_unsigned_integers() {
+        for ok in [
+            "0", "7", "1_000", "5u8", "9u16", "3u32", "12u64", "4usize", "0x1f", "0xf32", "0o17",
+            "0b101u8",
+        ] {
+            check_count_literal(ok);
+        }
+        for bad in [
+            "-1", "-1i64", "5i32", "2isize", "2.5", "1e3", "2f64", "7u128", "'a'", "true", "\"3\"",
+        ] {
+            let refused = std::panic::catch_unwind(|| check_count_literal(bad));
+            assert!(refused.is_err(), "{bad} is not a count");
+        }
     }
 
     #[test]

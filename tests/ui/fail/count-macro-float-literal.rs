@@ -1,0 +1,3 @@
+fn main() {
+    titus_count::count!("bytes", 2.5);
+}

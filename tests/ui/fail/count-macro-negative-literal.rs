@@ -1,0 +1,3 @@
+fn main() {
+    titus_count::count!("orders", -1i64);
+}
