@@ -20,6 +20,19 @@ fn a_malformed_url_is_an_error_without_the_password() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!format!("{err:?}").contains("hunter2"));
 
+    // A password holding `#`, `/` or `?` cuts the URL short, so it does not
+    // parse: the error still hides the password.
+    for password in ["hunt#er2", "hunt/er2", "hunt?er2"] {
+        let err = Config::default()
+            .redis_url(format!("redis://user:{password}@127.0.0.1:6379"))
+            .init()
+            .expect_err("a URL cut short by the password is refused");
+        let text = format!("{err} {err:?}");
+        assert!(matches!(err, InitError::InvalidRedisUrl { .. }), "{text}");
+        assert!(!text.contains(password), "{text}");
+        assert!(!text.contains("er2"), "{text}");
+    }
+
     let err = Config::default()
         .redis_url("http://127.0.0.1")
         .init()

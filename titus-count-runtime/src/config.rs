@@ -674,11 +674,14 @@ pub fn redact_url(url: &str) -> String {
     let mut out = scheme.to_owned();
     if let Some(userinfo) = userinfo {
         match userinfo.find(':') {
-            Some(colon) => {
+            // A user name holds none of `/ ? #`; if the part before the `@`
+            // does, it is not a clean user name: hide all of it.
+            Some(colon) if !userinfo[..colon].contains(['/', '?', '#']) => {
                 out.push_str(&userinfo[..colon]);
                 out.push_str(":***");
             }
-            None => out.push_str(userinfo),
+            _ if userinfo.contains(['/', '?', '#']) => out.push_str("***"),
+            _ => out.push_str(userinfo),
         }
     }
     // A password can also be passed as a `pass=` query parameter.
@@ -689,13 +692,17 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// A URL cut into `scheme://`, the user information before `@` (if any),
-/// and the rest from the `@` on.
+/// A URL cut into `scheme://`, the user information before the last `@` (if
+/// any), and the rest from that `@` on.
+///
+/// A URL parser ends the user information at the first `/`, `?` or `#`, so a
+/// password holding one of them makes the URL invalid; the error that says
+/// so must still hide the password. So the user information runs to the
+/// last `@` of the URL, wherever it is.
 fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
     let scheme_end = url.find("://")? + 3;
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    Some(match rest[..authority_end].rfind('@') {
+    Some(match rest.rfind('@') {
         Some(at) => (&url[..scheme_end], Some(&rest[..at]), &rest[at..]),
         None => (&url[..scheme_end], None, rest),
     })
@@ -730,6 +737,7 @@ mod tests {
         assert_eq!(password_of("redis://u:pw@h:1/0"), Some("pw"));
         assert_eq!(password_of("redis://u:p@ss@h"), Some("p@ss"));
         assert_eq!(password_of("redis://h:1"), None);
+        assert_eq!(password_of("redis://:abc#123@h"), Some("abc#123"));
     }
 
     #[test]
@@ -738,6 +746,11 @@ mod tests {
         assert_eq!(redact_url("redis://u:p@ss@h"), "redis://u:***@h");
         assert_eq!(redact_url("redis://h/0?pass=pw"), "redis://h/0");
         assert_eq!(redact_url("pw-without-scheme"), "<unparsable>");
+        // Passwords a URL parser cuts short, which make the URL invalid.
+        assert_eq!(redact_url("redis://:abc#123@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact_url("redis://u:12/ss@h"), "redis://u:***@h");
+        assert_eq!(redact_url("redis://u:a?b@h/0"), "redis://u:***@h/0");
+        assert_eq!(redact_url("redis://h/0?pass=a@b"), "redis://***@b");
         assert_eq!(
             redact_url("redis://:a@h:1, redis://:b@h:2"),
             "redis://:***@h:1,redis://:***@h:2"
