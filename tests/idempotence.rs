@@ -60,13 +60,14 @@ fn a_totals_key_of_the_wrong_type_changes_nothing() {
         .unwrap();
     let err = apply_batch(&url, "wrong", "i", 1, &[("s", 1)]).unwrap_err();
     assert!(err.contains("WRONGTYPE"), "{err}");
-    // Nothing was half applied: no sequence mark, no minute bucket.
+    // Nothing was half applied: no sequence mark, no minute bucket. Only
+    // the instance's record is written, for readers to see it alive.
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("titus:{wrong}:*")
         .query(&mut redis.connection())
         .unwrap();
     keys.sort();
-    assert_eq!(keys, ["titus:{wrong}:totals"]);
+    assert_eq!(keys, ["titus:{wrong}:instances", "titus:{wrong}:totals"]);
 }
 
 #[test]

@@ -18,12 +18,12 @@ use crate::cells::registry;
 use crate::config::{Config, Resolved, redact_url};
 use crate::error::{FlushError, InitError};
 use crate::health;
-use crate::redis::{Applied, Batch, Writer, describe, is_transient};
+use crate::redis::{Applied, Batch, Records, Writer, describe, is_transient};
 
 /// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two delivery attempts while Redis is failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The running flusher of this process.
 struct Handle {
@@ -343,6 +343,8 @@ struct Flusher {
     seq: u64,
     /// Sequence number of the last batch Redis acknowledged.
     acked: u64,
+    /// When that batch was cut (when the flusher started, before the first).
+    acked_cut_ms: u64,
     in_doubt: Option<Batch>,
     /// Set once undelivered counts were reported at exit: nothing more is sent.
     closed: bool,
@@ -365,6 +367,7 @@ impl Flusher {
             started_ms: now_ms(),
             seq: 0,
             acked: 0,
+            acked_cut_ms: now_ms(),
             in_doubt: None,
             closed: false,
             maybe_applied: false,
@@ -479,8 +482,8 @@ impl Flusher {
                 });
             }
             let batch = self.in_doubt.as_ref().expect("a batch is in doubt");
-            let record = self.instance_record(batch);
-            match self.writer.apply(batch, &record) {
+            let records = self.instance_records(batch);
+            match self.writer.apply(batch, &records) {
                 Ok(applied) => {
                     if applied == Applied::Before {
                         log::debug!(
@@ -495,6 +498,7 @@ impl Flusher {
                         );
                     }
                     self.acked = batch.seq;
+                    self.acked_cut_ms = batch.cut_ms;
                     health::update(|h| {
                         h.last_success = Some(SystemTime::now());
                         h.consecutive_failures = 0;
@@ -556,22 +560,30 @@ impl Flusher {
         }
     }
 
-    /// The instance's record in `titus:{NS}:instances`, sent with each batch.
-    /// `complete_ms` is when the batch was cut: every count this process made
-    /// before it is in this batch or an earlier one.
-    fn instance_record(&self, batch: &Batch) -> String {
+    /// The instance's records in `titus:{NS}:instances`, sent with each
+    /// batch. `complete_ms` is when the batch was cut: every count this
+    /// process made before it is in this batch or an earlier one. If Redis
+    /// refuses the batch, the record says what is true then: complete up to
+    /// the last batch applied, and more pending.
+    fn instance_records(&self, batch: &Batch) -> Records {
         let pending = registry().has_pending();
-        format!(
-            "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
-            json_string(&self.host),
-            std::process::id(),
-            self.started_ms,
-            now_ms(),
-            batch.cut_ms,
-            self.interval.as_millis(),
-            batch.seq,
-            pending,
-        )
+        let record = |complete_ms: u64, seq: u64, pending: bool| {
+            format!(
+                "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
+                json_string(&self.host),
+                std::process::id(),
+                self.started_ms,
+                now_ms(),
+                complete_ms,
+                self.interval.as_millis(),
+                seq,
+                pending,
+            )
+        };
+        Records {
+            applied: record(batch.cut_ms, batch.seq, pending),
+            refused: record(self.acked_cut_ms, self.acked, true),
+        }
     }
 
     fn answer_waiters(&mut self) {

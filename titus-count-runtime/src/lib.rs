@@ -87,8 +87,12 @@ pub mod __private {
                 cut_ms: 0,
                 deltas: deltas.to_vec(),
             };
+            let records = crate::redis::Records {
+                applied: "{}".to_owned(),
+                refused: "{}".to_owned(),
+            };
             self.0
-                .apply(&batch, "{}")
+                .apply(&batch, &records)
                 .map(|applied| applied == crate::redis::Applied::Now)
                 .map_err(|e| e.error.to_string())
         }

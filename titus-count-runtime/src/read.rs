@@ -21,10 +21,20 @@ end
 return deleted
 "#;
 
-/// An instance not heard from for this many intervals (plus a margin for
-/// clock skew) is stale: presumed gone.
+/// An instance not heard from for this many intervals, plus the longest
+/// back-off between two delivery attempts and a margin for clock skew, is
+/// stale: presumed gone. A live process that Redis can reach writes its
+/// record at least that often, in back-off too.
 const STALE_INTERVALS: u32 = 3;
 const STALE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long an instance may stay silent before it is stale.
+fn stale_after(interval: Duration) -> Duration {
+    interval
+        .saturating_mul(STALE_INTERVALS)
+        .saturating_add(crate::flusher::MAX_BACKOFF)
+        .saturating_add(STALE_MARGIN)
+}
 
 /// The global totals of the configured namespace, summed over every process
 /// that has flushed to it: stage -> count.
@@ -74,8 +84,9 @@ pub struct Instance {
     pub seq: u64,
     /// Whether it had more counts waiting when it last flushed.
     pub pending: bool,
-    /// Not heard from for a few intervals: presumed gone, and left out of
-    /// the completeness time.
+    /// Not heard from for three intervals plus the flusher's longest
+    /// back-off (30 s) and 5 s: presumed gone, and left out of the
+    /// completeness time.
     pub stale: bool,
 }
 
@@ -92,6 +103,10 @@ pub struct Completeness {
     pub live: usize,
     /// Instances presumed gone.
     pub stale: usize,
+    /// Instance records that could not be read (not written by a
+    /// titus-count writer): left out of the instances and of the
+    /// completeness time.
+    pub unreadable: usize,
 }
 
 /// Totals, instances and completeness, read at one point in time.
@@ -239,16 +254,20 @@ impl Reader {
         let mut instances: Vec<Fields> = self.pipeline(commands)?;
         let replies = instances.split_off(self.shards.len());
         let now = SystemTime::now();
-        let mut instances = instances
+        let records: Vec<_> = instances.into_iter().flatten().collect();
+        let read = records.len();
+        // One foreign record must not hide every other view.
+        let mut instances: Vec<Instance> = records
             .into_iter()
-            .flatten()
-            .map(|(id, json)| parse_instance(id, &json, now))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|(id, json)| parse_instance(id, &json, now).ok())
+            .collect();
         instances.sort_by_key(|i| (i.started, i.id.clone()));
+        let mut completeness = completeness(&instances);
+        completeness.unreadable = read - instances.len();
         Ok(Snapshot {
             namespace: self.config.namespace.clone(),
             totals: merge_counts(replies)?,
-            completeness: completeness(&instances),
+            completeness,
             instances,
         })
     }
@@ -280,7 +299,8 @@ impl Reader {
     ///
     /// Records of processes that are gone stay in the instances hash, shown
     /// as stale, until pruned. Only stale records go (not heard from for
-    /// three intervals and more), so pruning never changes what the
+    /// three intervals plus the flusher's longest back-off, 30 s, and a
+    /// margin of 5 s), so pruning never changes what the
     /// completeness time says, whatever `not_heard_for` is. A record is
     /// deleted only if it is still the one that was read (a script compares
     /// them), so a process that flushes meanwhile keeps its record. Pruning
@@ -379,6 +399,14 @@ impl Reader {
         if stages.is_empty() || from > to {
             return Ok(Vec::new());
         }
+        // A stage asked for twice is read, and counted, once.
+        let mut unique: Vec<String> = Vec::with_capacity(stages.len());
+        for stage in stages {
+            if !unique.contains(stage) {
+                unique.push(stage.clone());
+            }
+        }
+        let stages = &unique[..];
         let shards = self.shards.len();
         let commands = (from..=to)
             .flat_map(|minute| {
@@ -403,7 +431,11 @@ impl Reader {
                                 stage: stage.clone(),
                                 value: v.clone(),
                             })?;
-                            *counts.get_mut(stage).expect("every stage has a count") += n;
+                            let sum = counts.get_mut(stage).expect("every stage has a count");
+                            *sum = sum.checked_add(n).ok_or_else(|| ReadError::Malformed {
+                                stage: stage.clone(),
+                                value: format!("{v}, which summed over the shards exceeds u64"),
+                            })?;
                         }
                     }
                 }
@@ -434,7 +466,11 @@ fn merge_counts(shards: Vec<Fields>) -> Result<BTreeMap<String, u64>, ReadError>
     let mut totals = BTreeMap::new();
     for shard in shards {
         for (stage, n) in parse_counts(shard)? {
-            *totals.entry(stage).or_insert(0u64) += n;
+            let sum = totals.entry(stage.clone()).or_insert(0u64);
+            *sum = sum.checked_add(n).ok_or_else(|| ReadError::Malformed {
+                stage,
+                value: format!("{n}, which summed over the shards exceeds u64"),
+            })?;
         }
     }
     Ok(totals)
@@ -456,6 +492,7 @@ fn completeness(instances: &[Instance]) -> Completeness {
         settled: !live.is_empty() && live.iter().all(|i| !i.pending),
         live: live.len(),
         stale: instances.len() - live.len(),
+        unreadable: 0,
     }
 }
 
@@ -476,7 +513,7 @@ fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, R
     let interval = Duration::from_millis(number("interval_ms")?);
     let stale = now
         .duration_since(last_flush)
-        .is_ok_and(|age| age > interval * STALE_INTERVALS + STALE_MARGIN);
+        .is_ok_and(|age| age > stale_after(interval));
     Ok(Instance {
         host: fields.get("host").cloned().unwrap_or_default(),
         pid: u32::try_from(number("pid")?).map_err(|_| malformed())?,
@@ -490,6 +527,15 @@ fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, R
         stale,
         id,
     })
+}
+
+/// Four hex digits of a `\u` escape.
+fn hex4(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<u32> {
+    let mut unit = 0;
+    for _ in 0..4 {
+        unit = unit * 16 + chars.next()?.to_digit(16)?;
+    }
+    Some(unit)
 }
 
 /// Parses a flat JSON object of strings, numbers and booleans into its
@@ -509,12 +555,28 @@ fn parse_flat_json(json: &str) -> Option<BTreeMap<String, String>> {
                 '"' => return Some(out),
                 '\\' => match chars.next()? {
                     'u' => {
-                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
-                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                        let mut unit = hex4(chars)?;
+                        // A character beyond the Basic Multilingual Plane
+                        // comes as a surrogate pair: `\ud83d\ude00`.
+                        if (0xD800..0xDC00).contains(&unit) {
+                            if chars.next()? != '\\' || chars.next()? != 'u' {
+                                return None;
+                            }
+                            let low = hex4(chars)?;
+                            if !(0xDC00..0xE000).contains(&low) {
+                                return None;
+                            }
+                            unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                        }
+                        out.push(char::from_u32(unit)?);
                     }
                     'n' => out.push('\n'),
                     't' => out.push('\t'),
-                    c => out.push(c),
+                    'r' => out.push('\r'),
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    c @ ('"' | '\\' | '/') => out.push(c),
+                    _ => return None,
                 },
                 c => out.push(c),
             }
@@ -573,10 +635,29 @@ mod tests {
         assert_eq!(i.host, "web-\"1\"");
         assert_eq!((i.pid, i.seq, i.pending, i.stale), (42, 7, false, false));
         assert_eq!(i.complete, UNIX_EPOCH + Duration::from_millis(998_500));
-        // Not heard from for 3 intervals plus the margin: stale.
-        let later = now + Duration::from_secs(12);
+        // Not heard from for 3 intervals, the longest back-off and the
+        // margin: stale. A process in back-off is not stale yet.
+        let in_backoff = now + Duration::from_secs(1 + 6 + 30);
+        assert!(
+            !parse_instance("abc".into(), json, in_backoff)
+                .unwrap()
+                .stale
+        );
+        let later = now + Duration::from_secs(1 + 6 + 30 + 5 + 1);
         assert!(parse_instance("abc".into(), json, later).unwrap().stale);
         assert!(parse_instance("abc".into(), "{\"pid\":", now).is_err());
+    }
+
+    #[test]
+    fn json_strings_unescape() {
+        let fields =
+            parse_flat_json(r#"{"a":"x\ud83d\ude00y","b":"\r\b\f\/\"\\","n":12}"#).unwrap();
+        assert_eq!(fields["a"], "x\u{1f600}y");
+        assert_eq!(fields["b"], "\r\u{8}\u{c}/\"\\");
+        assert_eq!(fields["n"], "12");
+        // A lone surrogate or an unknown escape is not JSON.
+        assert!(parse_flat_json(r#"{"a":"\ud83d"}"#).is_none());
+        assert!(parse_flat_json(r#"{"a":"\q"}"#).is_none());
     }
 
     #[test]

@@ -62,11 +62,19 @@ impl Keys {
 
 /// Applies one batch. KEYS: totals, seq mark, minute bucket, instances.
 /// ARGV: seq, seq mark TTL (s), minute TTL (s), instance id, instance record,
-/// then stage and delta pairs. Returns 1 if applied, 0 if already applied.
+/// the instance record for a refused batch, then stage and delta pairs.
+/// Returns 1 if applied, 0 if already applied.
 ///
-/// Every check comes before the first write, so an error leaves nothing half
-/// applied (Redis does not roll a script back).
+/// Every check comes before the first count is written, so an error leaves
+/// nothing half applied (Redis does not roll a script back). A refused batch
+/// still writes the instance's record, saying how far its counts are in and
+/// that more are pending, so readers neither take the process for gone nor
+/// its counts for complete.
 pub(crate) const BATCH_SCRIPT: &str = r#"
+local function refuse(message)
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[6])
+  return redis.error_reply(message)
+end
 local seq = tonumber(ARGV[1])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if last ~= nil and seq <= last then
@@ -104,21 +112,21 @@ end
 for _, key in ipairs({KEYS[1], KEYS[3]}) do
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'hash' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE titus-count key ' .. key .. ' holds a ' .. t .. ', not a hash')
+    return refuse('WRONGTYPE titus-count key ' .. key .. ' holds a ' .. t .. ', not a hash')
   end
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     local cur = redis.call('HGET', key, ARGV[i])
     if cur then
       if not integer(cur) then
-        return redis.error_reply('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' holds ' .. cur .. ', not an integer')
+        return refuse('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' holds ' .. cur .. ', not an integer')
       end
       if not fits(cur, ARGV[i + 1]) then
-        return redis.error_reply('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' would overflow a signed 64-bit integer')
+        return refuse('ERR titus-count key ' .. key .. ' field ' .. ARGV[i] .. ' would overflow a signed 64-bit integer')
       end
     end
   end
 end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
 end
@@ -137,6 +145,15 @@ pub(crate) struct Batch {
     /// its minute bucket, so a resent batch lands in the same minute.
     pub(crate) cut_ms: u64,
     pub(crate) deltas: Vec<(&'static str, u64)>,
+}
+
+/// The instance's record in `titus:{NS}:instances`, as the batch script
+/// writes it: one for a batch applied (now or before), one for a batch
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Records {
+    pub(crate) applied: String,
+    pub(crate) refused: String,
 }
 
 /// What Redis did with a batch.
@@ -463,14 +480,14 @@ impl Writer {
     /// script cached) to the instance's shard. Any I/O failure drops the
     /// connection; the caller keeps the batch and resends it unchanged, and
     /// the shard skips it if it was applied.
-    pub(crate) fn apply(&mut self, batch: &Batch, record: &str) -> Result<Applied, SendError> {
+    pub(crate) fn apply(&mut self, batch: &Batch, records: &Records) -> Result<Applied, SendError> {
         if let Err(error) = self.connection() {
             return Err(SendError {
                 error,
                 maybe_applied: false,
             });
         }
-        self.apply_batch(batch, record).map_err(|error| {
+        self.apply_batch(batch, records).map_err(|error| {
             // Only a clean error about the script or the data keeps the
             // connection: after a timeout a late reply could be read as the
             // answer to the next command, and after READONLY, MOVED and the
@@ -496,7 +513,7 @@ impl Writer {
         self.keys().seq(&self.instance)
     }
 
-    fn apply_batch(&mut self, batch: &Batch, record: &str) -> redis::RedisResult<Applied> {
+    fn apply_batch(&mut self, batch: &Batch, records: &Records) -> redis::RedisResult<Applied> {
         let keys = self.keys();
         let keys = [
             keys.totals(),
@@ -504,12 +521,13 @@ impl Writer {
             keys.minute(batch.cut_ms / 60_000),
             keys.instances(),
         ];
-        let mut args: Vec<String> = Vec::with_capacity(5 + 2 * batch.deltas.len());
+        let mut args: Vec<String> = Vec::with_capacity(6 + 2 * batch.deltas.len());
         args.push(batch.seq.to_string());
         args.push(SEQ_MARK_TTL.as_secs().to_string());
         args.push(self.history_retention.as_secs().max(60).to_string());
         args.push(self.instance.clone());
-        args.push(record.to_owned());
+        args.push(records.applied.clone());
+        args.push(records.refused.clone());
         for (stage, delta) in &batch.deltas {
             args.push((*stage).to_owned());
             args.push(delta.to_string());
