@@ -1,12 +1,15 @@
 //! The `titus-count` command against a real redis-server filled by real
 //! counting processes: totals, JSON, instances, history, flow, the
-//! Prometheus endpoint (checked with the reference Python parser), the live
-//! view's exit on Ctrl-C, and bad input.
+//! Prometheus endpoint (checked with the reference Python parser) and its
+//! HTTP handling under slow and malformed clients, the live view's exit on
+//! Ctrl-C and on errors, closed standard output, and bad input.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use support::{RedisServer, is_child, run_child_ok};
 
@@ -390,4 +393,408 @@ fn prune_deletes_only_silent_instances_in_every_shard() {
     left.sort();
     assert_eq!(left, live);
     assert_eq!(totals(&mut con), counts, "pruning touches no count");
+}
+
+/// A running `titus-count serve` on a port of the system's choosing; killed
+/// and reaped on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(redis: &RedisServer, namespace: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--redis-url", &redis.url(), "--namespace", namespace])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+        Serve { child, addr }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.addr).unwrap();
+        // Generous, only so that a broken server fails the test, not hangs it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    }
+
+    /// Sends `request` and reads the whole response, until the server closes.
+    fn exchange(&self, request: &[u8]) -> String {
+        let mut stream = self.connect();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_answers_a_scrape_while_slow_and_idle_clients_hold_connections() {
+    let redis = filled(1, "cli_slow");
+    let server = Serve::start(&redis, "cli_slow");
+    // A client that sent half a request line and then nothing, and a few
+    // that connected and sent nothing at all.
+    let mut slow = server.connect();
+    slow.write_all(b"GET /metr").unwrap();
+    let idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+
+    let scrape = server.exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    assert!(
+        scrape.contains("titus_count_messages_total{namespace=\"cli_slow\",stage=\"in\"} 1000"),
+        "{scrape}"
+    );
+
+    // The slow connection was neither answered nor closed meanwhile: the
+    // scrape did not wait for it to be given up on.
+    slow.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match slow.read(&mut byte) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the slow connection was ended before its request: {other:?}"),
+    }
+    // And it is still served once its request is complete.
+    slow.set_nonblocking(false).unwrap();
+    slow.write_all(b"ics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    drop(idle);
+}
+
+#[test]
+fn serve_speaks_enough_http() {
+    let redis = filled(1, "cli_http");
+    let server = Serve::start(&redis, "cli_http");
+    let sample = "titus_count_messages_total{namespace=\"cli_http\",stage=\"in\"} 1000";
+
+    // Prometheus `params:` adds a query string; the absolute form names the
+    // same path.
+    for target in [
+        "/metrics?x=1",
+        "/metrics?",
+        "http://127.0.0.1/metrics?a=b&c=d",
+    ] {
+        let response = server.exchange(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes());
+        assert!(
+            response.starts_with("HTTP/1.1 200 OK"),
+            "{target}: {response}"
+        );
+        assert!(response.contains(sample), "{target}: {response}");
+    }
+    let health = server.exchange(b"GET /health?verbose HTTP/1.0\n\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+
+    // HEAD: the headers of the GET response, its length included, no body.
+    let get = server.exchange(b"GET /metrics HTTP/1.1\r\n\r\n");
+    let head = server.exchange(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    let (head_headers, head_body) = head.split_once("\r\n\r\n").unwrap();
+    let get_headers = get.split_once("\r\n\r\n").unwrap().0;
+    assert!(head_headers.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(head_body, "", "{head:?}");
+    let length = |headers: &str| {
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|n| n.parse::<usize>().unwrap())
+    };
+    assert!(length(head_headers).unwrap() > 0, "{head}");
+    assert_eq!(length(head_headers), length(get_headers));
+
+    for method in ["POST", "PUT", "DELETE"] {
+        let response = server.exchange(
+            format!("{method} /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 405 Method Not Allowed"),
+            "{method}: {response}"
+        );
+        assert!(response.contains("\r\nAllow: GET, HEAD\r\n"), "{response}");
+    }
+    let missing = server.exchange(b"GET /nope HTTP/1.1\r\n\r\n");
+    assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");
+
+    // Not HTTP, or not UTF-8: 400.
+    for request in [
+        &b"hello\r\n\r\n"[..],
+        b"GET /metrics\r\n\r\n",
+        b"GET /metrics SMTP/1.0\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /m\xffetrics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nX: \xc3\x28\r\n\r\n",
+    ] {
+        let response = server.exchange(request);
+        assert!(
+            response.starts_with("HTTP/1.1 400 Bad Request"),
+            "{:?}: {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+
+    // A client streaming without a newline is cut off at the cap, not
+    // buffered without end; the server serves on.
+    let endless = server.exchange(&[b'a'; 16 * 1024]);
+    assert!(
+        endless.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{endless}"
+    );
+    let response = server.exchange(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(response.contains(sample), "{response}");
+}
+
+#[test]
+fn serve_refuses_connections_beyond_its_limit() {
+    let redis = filled(1, "cli_limit");
+    let server = Serve::start(&redis, "cli_limit");
+    // 64 idle connections take every slot (for the 5 s a request may take).
+    let idle: Vec<TcpStream> = (0..64).map(|_| server.connect()).collect();
+    let mut refused = server.connect();
+    let mut response = String::new();
+    refused.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{response}"
+    );
+    // Closing them gives the slots back (as their threads see the close).
+    drop(idle);
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = server.exchange(b"GET /metrics HTTP/1.1\r\n\r\n");
+        if last.starts_with("HTTP/1.1 200 OK") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no slot given back: {last}");
+}
+
+#[test]
+fn history_period_and_watch_interval_have_limits() {
+    let redis = filled(1, "cli_limits");
+    let url = redis.url();
+    for period in ["25h", "2d", "365d"] {
+        let output = cli(&url, "cli_limits", &["history", "in", "--period", period]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: invalid --period `{period}`: at most the history retention, 24h; older minutes are not kept\n"
+            )
+        );
+    }
+    // The whole retention is allowed.
+    let json = support::titus_count_ok(
+        &url,
+        "cli_limits",
+        &["history", "in", "--period", "24h", "--json"],
+        &[],
+    );
+    let checked = python(
+        "import json,sys; d=json.load(sys.stdin); print(len(d), sum(m['counts']['in'] for m in d))",
+        &json,
+    );
+    assert_eq!(checked, "1440 1000");
+
+    for every in ["0s", "0ms", "5ms", "0.001s"] {
+        let output = cli(&url, "cli_limits", &["watch", "--every", every]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr,
+            format!("error: invalid --every `{every}`: must be at least 10ms\n")
+        );
+        assert!(output.stdout.is_empty(), "no screen for a refused interval");
+    }
+}
+
+#[test]
+fn stages_named_twice_count_once() {
+    let redis = filled(1, "cli_twice");
+    let url = redis.url();
+    let run = |args: &[&str]| support::titus_count_ok(&url, "cli_twice", args, &[]);
+
+    let json = run(&[
+        "history", "in", "in", "out", "in", "--period", "5m", "--json",
+    ]);
+    let checked = python(
+        "import json,sys; d=json.load(sys.stdin); print(len(d), sorted(d[0]['counts']), sum(m['counts']['in'] for m in d))",
+        &json,
+    );
+    assert_eq!(checked, "5 ['in', 'out'] 1000");
+    let out = run(&["history", "out", "in", "out", "--period", "5m"]);
+    assert_eq!(
+        out.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["minute", "(UTC)", "out", "in"],
+        "{out}"
+    );
+    assert_eq!(out.matches("in: |").count(), 1, "{out}");
+    assert_eq!(out.matches("out: |").count(), 1, "{out}");
+
+    // First-seen order.
+    let out = run(&["flow", "in", "mid", "in", "out", "mid"]);
+    let stages: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('"'))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(stages, ["in", "mid", "out"], "{out}");
+    let json = run(&["flow", "in", "out", "out", "--json"]);
+    let checked = python(
+        "import json,sys; d=json.load(sys.stdin); print([(s['stage'], s['from_previous']) for s in d['stages']])",
+        &json,
+    );
+    assert_eq!(checked, "[('in', None), ('out', 150)]");
+
+    // One stage named twice is no flow.
+    let output = cli(&url, "cli_twice", &["flow", "in", "in"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: flow needs two or more different stages, not only `in`\n"
+    );
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let redis = filled(1, "cli_pipe");
+    let url = redis.url();
+    // Far more output than a pipe holds.
+    let mut hset = redis::cmd("HSET");
+    hset.arg("titus:{cli_pipe}:totals");
+    for i in 0..20_000 {
+        hset.arg(format!("stage-{i:05}")).arg(i);
+    }
+    let _: () = hset.query(&mut redis.connection()).unwrap();
+
+    // `titus-count totals | head -1`.
+    let mut child = Command::new(BIN)
+        .args(["--redis-url", &url, "--namespace", "cli_pipe", "totals"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(
+        first.split_whitespace().collect::<Vec<_>>(),
+        ["stage", "total"]
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stderr.is_empty());
+
+    // `titus-count ... | true`: the reader is gone before anything is written.
+    for args in [
+        &["instances"][..],
+        &["instances", "--json"],
+        &["totals", "--json"],
+        &["history", "in", "--period", "5m"],
+        &["flow", "in", "out"],
+        &["prune", "--dry-run"],
+        &["watch", "--every", "10ms"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(BIN)
+            .args(["--redis-url", &url, "--namespace", "cli_pipe"])
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // Any other write error is a one-line error and exit code 1.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = Command::new(BIN)
+        .args(["--redis-url", &url, "--namespace", "cli_pipe", "instances"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot write to standard output: ")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn watch_restores_the_terminal_on_an_error() {
+    let mut redis = filled(1, "cli_watch_error");
+    let mut watch = Command::new(BIN)
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--namespace",
+            "cli_watch_error",
+        ])
+        .args(["watch", "--every", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = watch.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Ctrl-C to quit") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "watch ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Redis goes away under the live view.
+    redis.stop();
+    stdout.read_to_end(&mut seen).unwrap();
+    let output = watch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let screen = String::from_utf8_lossy(&seen);
+    assert!(screen.ends_with("\x1b[?25h\x1b[?1049l"), "{screen:?}");
 }

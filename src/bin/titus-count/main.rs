@@ -6,13 +6,16 @@
 mod output;
 mod serve;
 
+use std::collections::HashSet;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
+use titus_count::config::DEFAULT_HISTORY_RETENTION;
 use titus_count::{Config, Reader, Snapshot};
 
-use output::{Table, complete_line, format_time, json_string};
+use output::{Out, Table, complete_line, format_time, json_string};
 
 /// Reads the counts titus-count processes flush to Redis.
 #[derive(Parser, Debug)]
@@ -49,7 +52,7 @@ enum Command {
     },
     /// A live view of the totals and their rates, refreshed until Ctrl-C.
     Watch {
-        /// How often to refresh, such as `1s` or `500ms`.
+        /// How often to refresh, such as `1s` or `500ms` (at least 10ms).
         #[arg(long, default_value = "1s")]
         every: String,
     },
@@ -58,7 +61,7 @@ enum Command {
         /// The stages to show.
         #[arg(required = true)]
         stages: Vec<String>,
-        /// How far back, such as `30m`, `2h` (at most the history retention).
+        /// How far back, such as `30m`, `2h` (at most the history retention, 24h).
         #[arg(long, default_value = "1h")]
         period: String,
         /// Print JSON: [{"minute", "time", "counts": {stage: count}}].
@@ -104,54 +107,118 @@ enum Command {
     },
 }
 
-/// A failure to report: the message, and the process exits with 1.
-struct Failure(String);
+/// Why the program ends before its command is done.
+enum Failure {
+    /// A one-line message on standard error, and exit code 1.
+    Error(String),
+    /// Standard output's reader has gone (`| head -1`): nothing left to say,
+    /// and exit code 0, as `ls | head` does.
+    Closed,
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        Failure::Error(e.to_string())
     }
 }
 
 fn duration(text: &str, flag: &str) -> Result<Duration, Failure> {
     titus_count::config::parse_duration(text).map_err(|reason| {
-        Failure(format!(
+        Failure::Error(format!(
             "invalid {flag} `{text}`: {reason} (expected a number and a unit, such as `500ms`, `5s`, `1m` or `1h`)"
         ))
     })
 }
 
+/// The shortest `--every`: below it `watch` would only load Redis and the
+/// terminal (and `0s` would spin).
+const MIN_EVERY: Duration = Duration::from_millis(10);
+
+fn every(text: &str) -> Result<Duration, Failure> {
+    let every = duration(text, "--every")?;
+    if every < MIN_EVERY {
+        return Err(Failure::Error(format!(
+            "invalid --every `{text}`: must be at least 10ms"
+        )));
+    }
+    Ok(every)
+}
+
+/// `--period`, at most the history retention: older minutes are gone, and
+/// each minute is one more HMGET in the one transaction that reads them.
+fn period(text: &str) -> Result<Duration, Failure> {
+    let period = duration(text, "--period")?;
+    // No environment variable sets the retention, so the CLI knows only the
+    // default; a process configured in code for longer is not seen here.
+    let retention = DEFAULT_HISTORY_RETENTION;
+    if period > retention {
+        return Err(Failure::Error(format!(
+            "invalid --period `{text}`: at most the history retention, {}h; older minutes are not kept",
+            retention.as_secs() / 3600
+        )));
+    }
+    Ok(period)
+}
+
+/// The stages once each, in the order first named: `history in in` is one
+/// column, not two.
+fn distinct(stages: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    stages
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(message)) => {
-            eprintln!("error: {message}");
+    let mut out = Out::new();
+    match run(cli, &mut out).and_then(|()| out.flush()) {
+        Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
+        Err(Failure::Error(message)) => {
+            // What was written before the error comes first.
+            let _ = out.flush();
+            // Not eprintln!, which panics if standard error is closed too.
+            let _ = writeln!(std::io::stderr(), "error: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
     // The environment's other settings (TLS files) apply; the flags, which
     // clap already filled from the environment, override the rest.
     let config = Config::from_env()
         .redis_url(cli.redis_url.clone())
         .namespace(cli.namespace.clone());
     match cli.command {
-        Command::Totals { json } => totals(&config, json),
-        Command::Watch { every } => watch(&config, duration(&every, "--every")?),
+        Command::Totals { json } => totals(&config, out, json),
+        Command::Watch { every: text } => watch(&config, out, every(&text)?),
         Command::History {
             stages,
-            period,
+            period: text,
             json,
-        } => history(&config, &stages, duration(&period, "--period")?, json),
-        Command::Instances { json } => instances(&config, json),
+        } => history(&config, out, &distinct(stages), period(&text)?, json),
+        Command::Instances { json } => instances(&config, out, json),
         Command::Prune {
             older_than,
             dry_run,
-        } => prune(&config, duration(&older_than, "--older-than")?, dry_run),
-        Command::Flow { stages, json } => flow(&config, &stages, json),
+        } => prune(
+            &config,
+            out,
+            duration(&older_than, "--older-than")?,
+            dry_run,
+        ),
+        Command::Flow { stages, json } => {
+            let stages = distinct(stages);
+            if stages.len() < 2 {
+                return Err(Failure::Error(format!(
+                    "flow needs two or more different stages, not only `{}`",
+                    stages[0]
+                )));
+            }
+            flow(&config, out, &stages, json)
+        }
         Command::Serve { listen, cache } => {
             serve::serve(&config, listen, duration(&cache, "--cache")?)
         }
@@ -162,7 +229,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn snapshot(reader: &mut Reader) -> Result<Snapshot, Failure> {
     let snapshot = reader.snapshot()?;
     if snapshot.totals.is_empty() && snapshot.instances.is_empty() {
-        return Err(Failure(format!(
+        return Err(Failure::Error(format!(
             "namespace `{}` has no counts in Redis (no key titus:{{{}}}:totals, or titus:{{{}:K}}:totals with TITUS_COUNT_SHARDS); check --namespace, --redis-url and TITUS_COUNT_SHARDS",
             snapshot.namespace, snapshot.namespace, snapshot.namespace
         )));
@@ -180,7 +247,7 @@ fn check_stages(snapshot: &Snapshot, stages: &[String]) -> Result<(), Failure> {
         return Ok(());
     }
     let known: Vec<&str> = snapshot.totals.keys().map(String::as_str).collect();
-    Err(Failure(format!(
+    Err(Failure::Error(format!(
         "unknown stage{} {} in namespace `{}`; its stages are: {}",
         if unknown.len() > 1 { "s" } else { "" },
         unknown
@@ -198,7 +265,7 @@ fn ms(time: Option<SystemTime>) -> String {
         .map_or("null".to_owned(), |d| d.as_millis().to_string())
 }
 
-fn totals(config: &Config, json: bool) -> Result<(), Failure> {
+fn totals(config: &Config, out: &mut Out, json: bool) -> Result<(), Failure> {
     let snapshot = snapshot(&mut Reader::connect(config)?)?;
     if json {
         let totals: Vec<String> = snapshot
@@ -206,73 +273,94 @@ fn totals(config: &Config, json: bool) -> Result<(), Failure> {
             .iter()
             .map(|(stage, n)| format!("{}:{n}", json_string(stage)))
             .collect();
-        println!(
+        return out.line(format_args!(
             "{{\"namespace\":{},\"complete_up_to_ms\":{},\"settled\":{},\"totals\":{{{}}}}}",
             json_string(&snapshot.namespace),
             ms(snapshot.completeness.complete_up_to),
             snapshot.completeness.settled,
             totals.join(",")
-        );
-        return Ok(());
+        ));
     }
     let mut table = Table::new(&["stage", "total"]);
     for (stage, n) in &snapshot.totals {
         table.row(vec![stage.clone(), n.to_string()]);
     }
-    print!("{table}");
-    println!("{}", complete_line(&snapshot));
-    Ok(())
+    out.text(&table)?;
+    out.line(complete_line(&snapshot))
 }
 
-fn watch(config: &Config, every: Duration) -> Result<(), Failure> {
+/// The alternate screen with the cursor hidden, for `watch`; both restored
+/// when it is dropped, so on Ctrl-C, on an error and on a panic alike.
+struct Screen<'a> {
+    out: &'a mut Out,
+}
+
+impl<'a> Screen<'a> {
+    fn enter(out: &'a mut Out) -> Result<Self, Failure> {
+        // The guard first: even a failed enter is undone.
+        let screen = Screen { out };
+        screen.out.text("\x1b[?1049h\x1b[?25l")?;
+        Ok(screen)
+    }
+}
+
+impl Drop for Screen<'_> {
+    fn drop(&mut self) {
+        // Best effort: if standard output is gone, there is no terminal to
+        // restore, and the failure that brought us here is the one to report.
+        let _ = self.out.text("\x1b[?25h\x1b[?1049l");
+        let _ = self.out.flush();
+    }
+}
+
+fn watch(config: &Config, out: &mut Out, every: Duration) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let mut reader = Reader::connect(config)?;
     snapshot(&mut reader)?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))?;
-    // Alternate screen, cursor hidden; both restored on the way out.
-    print!("\x1b[?1049h\x1b[?25l");
-    let result = (|| -> Result<(), Failure> {
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let snapshot = reader.snapshot()?;
-            let stages: Vec<String> = snapshot.totals.keys().cloned().collect();
-            let now = titus_count::epoch_minute(SystemTime::now());
-            // Complete minutes only: the current one is still filling.
-            let history = reader.history(&stages, now.saturating_sub(5), now.saturating_sub(1))?;
-            let mut table = Table::new(&["stage", "total", "per s (1 min)", "per s (5 min)"]);
-            for stage in &stages {
-                let last = history.last().map_or(0, |m| m.counts[stage]);
-                let five: u64 = history.iter().map(|m| m.counts[stage]).sum();
-                table.row(vec![
-                    stage.clone(),
-                    snapshot.totals[stage].to_string(),
-                    format!("{:.1}", last as f64 / 60.0),
-                    format!("{:.1}", five as f64 / 300.0),
-                ]);
-            }
-            print!(
-                "\x1b[H\x1b[2Jtitus-count: namespace `{}`, {}  (Ctrl-C to quit)\n\n{table}\n{}\n",
-                snapshot.namespace,
-                format_time(SystemTime::now()),
-                complete_line(&snapshot)
-            );
-            use std::io::Write;
-            std::io::stdout().flush()?;
-            let until = std::time::Instant::now() + every;
-            while std::time::Instant::now() < until
-                && !stop.load(std::sync::atomic::Ordering::SeqCst)
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    let screen = Screen::enter(out)?;
+    while !stop.load(Ordering::SeqCst) {
+        let snapshot = reader.snapshot()?;
+        let stages: Vec<String> = snapshot.totals.keys().cloned().collect();
+        let now = titus_count::epoch_minute(SystemTime::now());
+        // Complete minutes only: the current one is still filling.
+        let history = reader.history(&stages, now.saturating_sub(5), now.saturating_sub(1))?;
+        let mut table = Table::new(&["stage", "total", "per s (1 min)", "per s (5 min)"]);
+        for stage in &stages {
+            let last = history.last().map_or(0, |m| m.counts[stage]);
+            let five: u64 = history.iter().map(|m| m.counts[stage]).sum();
+            table.row(vec![
+                stage.clone(),
+                snapshot.totals[stage].to_string(),
+                format!("{:.1}", last as f64 / 60.0),
+                format!("{:.1}", five as f64 / 300.0),
+            ]);
         }
-        Ok(())
-    })();
-    print!("\x1b[?25h\x1b[?1049l");
-    result
+        screen.out.text(format_args!(
+            "\x1b[H\x1b[2Jtitus-count: namespace `{}`, {}  (Ctrl-C to quit)\n\n{table}\n{}\n",
+            snapshot.namespace,
+            format_time(SystemTime::now()),
+            complete_line(&snapshot)
+        ))?;
+        screen.out.flush()?;
+        // Short sleeps, so Ctrl-C is answered within 50 ms.
+        let until = std::time::Instant::now() + every;
+        while !stop.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+    Ok(())
 }
 
 fn history(
     config: &Config,
+    out: &mut Out,
     stages: &[String],
     period: Duration,
     json: bool,
@@ -282,7 +370,7 @@ fn history(
     check_stages(&snapshot, stages)?;
     let now = titus_count::epoch_minute(SystemTime::now());
     let minutes = (period.as_secs() / 60).max(1);
-    let history = reader.history(stages, now + 1 - minutes, now)?;
+    let history = reader.history(stages, (now + 1).saturating_sub(minutes), now)?;
     if json {
         let rows: Vec<String> = history
             .iter()
@@ -300,8 +388,7 @@ fn history(
                 )
             })
             .collect();
-        println!("[{}]", rows.join(","));
-        return Ok(());
+        return out.line(format_args!("[{}]", rows.join(",")));
     }
     let mut header = vec!["minute (UTC)"];
     header.extend(stages.iter().map(String::as_str));
@@ -311,21 +398,25 @@ fn history(
         row.extend(stages.iter().map(|s| m.counts[s].to_string()));
         table.row(row);
     }
-    print!("{table}");
-    println!();
+    out.text(&table)?;
+    out.line("")?;
     for stage in stages {
         let values: Vec<u64> = history.iter().map(|m| m.counts[stage]).collect();
-        println!("{}", output::chart(stage, &values));
+        out.line(output::chart(stage, &values))?;
     }
-    println!("{}", complete_line(&snapshot));
-    Ok(())
+    out.line(complete_line(&snapshot))
 }
 
 fn minute_time(minute: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(minute * 60)
 }
 
-fn prune(config: &Config, older_than: Duration, dry_run: bool) -> Result<(), Failure> {
+fn prune(
+    config: &Config,
+    out: &mut Out,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<(), Failure> {
     let mut reader = Reader::connect(config)?;
     let gone = if dry_run {
         reader.prunable_instances(older_than)?
@@ -333,24 +424,23 @@ fn prune(config: &Config, older_than: Duration, dry_run: bool) -> Result<(), Fai
         reader.prune_instances(older_than)?
     };
     for i in &gone {
-        println!(
+        out.line(format_args!(
             "{} {} pid {}, last flush {}",
             i.id,
             i.host,
             i.pid,
             format_time(i.last_flush)
-        );
+        ))?;
     }
     let verb = if dry_run { "would prune" } else { "pruned" };
-    println!(
+    out.line(format_args!(
         "{verb} {} instance{} not heard from for {older_than:?}",
         gone.len(),
         if gone.len() == 1 { "" } else { "s" }
-    );
-    Ok(())
+    ))
 }
 
-fn instances(config: &Config, json: bool) -> Result<(), Failure> {
+fn instances(config: &Config, out: &mut Out, json: bool) -> Result<(), Failure> {
     let snapshot = snapshot(&mut Reader::connect(config)?)?;
     if json {
         let rows: Vec<String> = snapshot
@@ -372,8 +462,7 @@ fn instances(config: &Config, json: bool) -> Result<(), Failure> {
                 )
             })
             .collect();
-        println!("[{}]", rows.join(","));
-        return Ok(());
+        return out.line(format_args!("[{}]", rows.join(",")));
     }
     let mut table = Table::new(&[
         "instance",
@@ -395,12 +484,11 @@ fn instances(config: &Config, json: bool) -> Result<(), Failure> {
             if i.stale { "stale" } else { "live" }.to_owned(),
         ]);
     }
-    print!("{table}");
-    println!("{}", complete_line(&snapshot));
-    Ok(())
+    out.text(&table)?;
+    out.line(complete_line(&snapshot))
 }
 
-fn flow(config: &Config, stages: &[String], json: bool) -> Result<(), Failure> {
+fn flow(config: &Config, out: &mut Out, stages: &[String], json: bool) -> Result<(), Failure> {
     let snapshot = snapshot(&mut Reader::connect(config)?)?;
     check_stages(&snapshot, stages)?;
     let counts: Vec<u64> = stages.iter().map(|s| snapshot.totals[s]).collect();
@@ -421,13 +509,12 @@ fn flow(config: &Config, stages: &[String], json: bool) -> Result<(), Failure> {
                 )
             })
             .collect();
-        println!(
+        return out.line(format_args!(
             "{{\"stages\":[{}],\"complete_up_to_ms\":{},\"settled\":{}}}",
             rows.join(","),
             ms(snapshot.completeness.complete_up_to),
             snapshot.completeness.settled
-        );
-        return Ok(());
+        ));
     }
     let mut table = Table::new(&["stage", "count", "not past it", "of previous"]);
     for (i, (stage, n)) in stages.iter().zip(&counts).enumerate() {
@@ -447,10 +534,9 @@ fn flow(config: &Config, stages: &[String], json: bool) -> Result<(), Failure> {
         };
         table.row(vec![stage.clone(), n.to_string(), gap, share]);
     }
-    print!("{table}");
-    println!(
-        "\"not past it\": counted at the previous stage, not (yet) at this one: in flight, filtered or lost."
-    );
-    println!("{}", complete_line(&snapshot));
-    Ok(())
+    out.text(&table)?;
+    out.line(
+        "\"not past it\": counted at the previous stage, not (yet) at this one: in flight, filtered or lost.",
+    )?;
+    out.line(complete_line(&snapshot))
 }

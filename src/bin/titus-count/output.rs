@@ -1,9 +1,50 @@
-//! Text output: tables, times, JSON strings, charts, the completeness line.
+//! Text output: standard output, tables, times, JSON strings, charts, the
+//! completeness line.
 
 use std::fmt;
+use std::io::{self, BufWriter, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use titus_count::Snapshot;
+
+use crate::Failure;
+
+/// Standard output, buffered. `println!` panics when the reader has gone
+/// (`titus-count totals | head -1`); here that is [`Failure::Closed`], which
+/// ends the program quietly, and any other write error is a one-line failure.
+pub struct Out {
+    inner: BufWriter<io::Stdout>,
+}
+
+impl Out {
+    pub fn new() -> Self {
+        Out {
+            inner: BufWriter::new(io::stdout()),
+        }
+    }
+
+    /// Writes `text` as it is.
+    pub fn text(&mut self, text: impl fmt::Display) -> Result<(), Failure> {
+        write!(self.inner, "{text}").map_err(write_failure)
+    }
+
+    /// Writes `text` and a newline.
+    pub fn line(&mut self, text: impl fmt::Display) -> Result<(), Failure> {
+        writeln!(self.inner, "{text}").map_err(write_failure)
+    }
+
+    pub fn flush(&mut self) -> Result<(), Failure> {
+        self.inner.flush().map_err(write_failure)
+    }
+}
+
+fn write_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::Closed
+    } else {
+        Failure::Error(format!("cannot write to standard output: {e}"))
+    }
+}
 
 /// A table with a header, left-aligned first column, right-aligned others.
 pub struct Table {
