@@ -48,7 +48,17 @@ fn filled(processes: u64, namespace: &str) -> RedisServer {
 }
 
 fn cli(redis_url: &str, namespace: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+    cli_env(redis_url, namespace, args, &[])
+}
+
+/// Runs the command with only these `TITUS_COUNT_*` variables set.
+fn cli_env(redis_url: &str, namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("TITUS_COUNT_")) {
+        command.env_remove(name);
+    }
+    command
+        .envs(env.iter().copied())
         .args(["--redis-url", redis_url, "--namespace", namespace])
         .args(args)
         .output()
@@ -595,10 +605,29 @@ fn history_period_and_watch_interval_have_limits() {
         assert_eq!(
             stderr,
             format!(
-                "error: invalid --period `{period}`: at most the history retention, 24h; older minutes are not kept\n"
+                "error: invalid --period `{period}`: at most the history retention (TITUS_COUNT_HISTORY_RETENTION), 1d; older minutes are not kept\n"
             )
         );
     }
+    // A longer retention, configured as the writers have it, allows more.
+    let longer = [("TITUS_COUNT_HISTORY_RETENTION", "2d")];
+    support::titus_count_ok(
+        &url,
+        "cli_limits",
+        &["history", "in", "--period", "25h"],
+        &longer,
+    );
+    let output = cli_env(
+        &url,
+        "cli_limits",
+        &["history", "in", "--period", "3d"],
+        &longer,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("retention (TITUS_COUNT_HISTORY_RETENTION), 2d")
+    );
     // The whole retention is allowed.
     let json = support::titus_count_ok(
         &url,

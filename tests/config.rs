@@ -118,6 +118,28 @@ fn a_malformed_interval_in_the_environment_panics_init_clearly() {
 }
 
 #[test]
+fn a_malformed_history_retention_in_the_environment_is_an_error() {
+    if is_child("a_malformed_history_retention_in_the_environment_is_an_error") {
+        let err = Config::from_env().init().expect_err("error");
+        assert!(
+            matches!(
+                err,
+                InitError::InvalidDuration {
+                    setting: "TITUS_COUNT_HISTORY_RETENTION",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        return;
+    }
+    run_child_ok(
+        "a_malformed_history_retention_in_the_environment_is_an_error",
+        &[("TITUS_COUNT_HISTORY_RETENTION", "a while")],
+    );
+}
+
+#[test]
 fn a_second_init_is_an_error() {
     if is_child("a_second_init_is_an_error") {
         let _guard = Config::from_env().init().expect("first init");

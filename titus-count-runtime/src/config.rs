@@ -24,6 +24,9 @@ const MAX_SHARDS: u32 = 16_384;
 /// Environment variable: how many replicas must have a batch (Redis `WAIT`)
 /// before it counts as delivered; 0 (the default) does not wait.
 pub const ENV_WAIT_REPLICAS: &str = "TITUS_COUNT_WAIT_REPLICAS";
+/// Environment variable setting how long the per-minute history hashes are
+/// kept (and so how far back `titus-count history` can look).
+pub const ENV_HISTORY_RETENTION: &str = "TITUS_COUNT_HISTORY_RETENTION";
 /// Environment variable naming a PEM file of CA certificates to trust for
 /// `rediss://` (instead of the system's roots).
 pub const ENV_TLS_CA: &str = "TITUS_COUNT_TLS_CA";
@@ -67,7 +70,7 @@ struct Setting<T> {
 /// | [`interval`](Config::interval) | `TITUS_COUNT_INTERVAL` | `2s` |
 /// | [`shutdown_timeout`](Config::shutdown_timeout) | `TITUS_COUNT_SHUTDOWN_TIMEOUT` | `10s` |
 /// | [`io_timeout`](Config::io_timeout) | | `2s` |
-/// | [`history_retention`](Config::history_retention) | | `24h` |
+/// | [`history_retention`](Config::history_retention) | `TITUS_COUNT_HISTORY_RETENTION` | `24h` |
 ///
 /// # Examples
 ///
@@ -87,7 +90,7 @@ pub struct Config {
     interval: Setting<String>,
     shutdown_timeout: Setting<String>,
     io_timeout: Duration,
-    history_retention: Duration,
+    history_retention: Setting<String>,
     tls_ca: Option<Setting<PathBuf>>,
     tls_cert: Option<Setting<PathBuf>>,
     tls_key: Option<Setting<PathBuf>>,
@@ -104,7 +107,7 @@ impl fmt::Debug for Config {
             .field("interval", &self.interval.value)
             .field("shutdown_timeout", &self.shutdown_timeout.value)
             .field("io_timeout", &self.io_timeout)
-            .field("history_retention", &self.history_retention)
+            .field("history_retention", &self.history_retention.value)
             .finish()
     }
 }
@@ -130,7 +133,10 @@ impl Default for Config {
                 source: "shutdown_timeout",
             },
             io_timeout: DEFAULT_IO_TIMEOUT,
-            history_retention: DEFAULT_HISTORY_RETENTION,
+            history_retention: Setting {
+                value: "24h".to_owned(),
+                source: "history_retention",
+            },
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -216,6 +222,7 @@ impl Config {
         read(ENV_SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout);
         read(ENV_WAIT_REPLICAS, &mut config.wait_replicas);
         read(ENV_SHARDS, &mut config.shards);
+        read(ENV_HISTORY_RETENTION, &mut config.history_retention);
         let path = |name: &'static str| {
             std::env::var_os(name).map(|value| Setting {
                 value: PathBuf::from(value),
@@ -325,7 +332,10 @@ impl Config {
     /// # let _ = config;
     /// ```
     pub fn history_retention(mut self, retention: Duration) -> Self {
-        self.history_retention = retention;
+        self.history_retention = Setting {
+            value: format_duration(retention),
+            source: "history_retention",
+        };
         self
     }
 
@@ -537,8 +547,7 @@ impl Config {
             interval,
             shutdown_timeout,
             io_timeout: check(self.io_timeout, "io_timeout")?,
-            history_retention: check(self.history_retention, "history_retention")?
-                .max(Duration::from_secs(60)),
+            history_retention: parse_setting(&self.history_retention)?.max(Duration::from_secs(60)),
         })
     }
 }

@@ -383,6 +383,22 @@ impl Reader {
         Ok(found)
     }
 
+    /// How long the per-minute history is kept, as configured
+    /// (`TITUS_COUNT_HISTORY_RETENTION`): older minutes read as zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use titus_count_runtime::{Config, Reader};
+    ///
+    /// let reader = Reader::connect(&Config::from_env())?;
+    /// println!("history goes back {:?}", reader.history_retention());
+    /// # Ok::<(), titus_count_runtime::ReadError>(())
+    /// ```
+    pub fn history_retention(&self) -> std::time::Duration {
+        self.config.history_retention
+    }
+
     /// The per-minute counts of `stages` for the minutes `from..=to`
     /// (minutes since the Unix epoch), oldest first, in one round trip.
     /// Minutes older than the history retention read as zero.

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use titus_count::config::DEFAULT_HISTORY_RETENTION;
+use titus_count::config::ENV_HISTORY_RETENTION;
 use titus_count::{Config, Reader, Snapshot};
 
 use output::{Out, Table, complete_line, format_time, json_string};
@@ -61,7 +61,7 @@ enum Command {
         /// The stages to show.
         #[arg(required = true)]
         stages: Vec<String>,
-        /// How far back, such as `30m`, `2h` (at most the history retention, 24h).
+        /// How far back, such as `30m`, `2h` (at most the history retention, TITUS_COUNT_HISTORY_RETENTION, 24h by default).
         #[arg(long, default_value = "1h")]
         period: String,
         /// Print JSON: [{"minute", "time", "counts": {stage: count}}].
@@ -146,18 +146,25 @@ fn every(text: &str) -> Result<Duration, Failure> {
 
 /// `--period`, at most the history retention: older minutes are gone, and
 /// each minute is one more HMGET in the one transaction that reads them.
-fn period(text: &str) -> Result<Duration, Failure> {
-    let period = duration(text, "--period")?;
-    // No environment variable sets the retention, so the CLI knows only the
-    // default; a process configured in code for longer is not seen here.
-    let retention = DEFAULT_HISTORY_RETENTION;
+fn check_period(text: &str, period: Duration, retention: Duration) -> Result<(), Failure> {
     if period > retention {
         return Err(Failure::Error(format!(
-            "invalid --period `{text}`: at most the history retention, {}h; older minutes are not kept",
-            retention.as_secs() / 3600
+            "invalid --period `{text}`: at most the history retention ({ENV_HISTORY_RETENTION}), {}; older minutes are not kept",
+            human_duration(retention)
         )));
     }
-    Ok(period)
+    Ok(())
+}
+
+/// A duration as the shortest of `90s`, `15m`, `24h`, `7d` that is exact.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// The stages once each, in the order first named: `history in in` is one
@@ -198,7 +205,7 @@ fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
             stages,
             period: text,
             json,
-        } => history(&config, out, &distinct(stages), period(&text)?, json),
+        } => history(&config, out, &distinct(stages), &text, json),
         Command::Instances { json } => instances(&config, out, json),
         Command::Prune {
             older_than,
@@ -362,10 +369,12 @@ fn history(
     config: &Config,
     out: &mut Out,
     stages: &[String],
-    period: Duration,
+    period_text: &str,
     json: bool,
 ) -> Result<(), Failure> {
+    let period = duration(period_text, "--period")?;
     let mut reader = Reader::connect(config)?;
+    check_period(period_text, period, reader.history_retention())?;
     let snapshot = snapshot(&mut reader)?;
     check_stages(&snapshot, stages)?;
     let now = titus_count::epoch_minute(SystemTime::now());
