@@ -35,7 +35,12 @@ done
 export CALLGRIND
 
 {
-    echo "Measured on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
+    cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    family="$(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    model="$(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    hypervisor="$(lscpu 2>/dev/null | awk -F: '/Hypervisor vendor/ {gsub(/^ +/, "", $2); print " under " $2}')"
+    memory="$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "Measured on $(nproc) cores ($cpu, family $family model $model)$hypervisor, $memory, Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2), $(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis-server /'), $(date -u +%Y-%m-%d)."
     echo
     python3 scripts/bench_report.py
     echo
@@ -50,3 +55,13 @@ export CALLGRIND
     grep -E '^(\||fleet)' target/fleet.log
 } > benches/results.md
 cat benches/results.md
+
+# The README carries the same tables, between its results markers.
+python3 - <<'PY'
+results = open("benches/results.md").read().replace("\n### ", "\n#### ")
+readme = open("README.md").read()
+begin, end = "<!-- results:begin -->\n", "<!-- results:end -->"
+head, rest = readme.split(begin, 1)
+_, tail = rest.split(end, 1)
+open("README.md", "w").write(head + begin + results + end + tail)
+PY
