@@ -7,10 +7,14 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use support::{RedisCluster, is_child, spawn_child};
+use support::{RedisCluster, RedisServer, is_child, spawn_child_guarded, wait_until};
+
+/// How long the parent waits for something the processes do (a flush, a
+/// failover): generous, for a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 fn counting_child() {
     let _guard = titus_count::Config::from_env()
@@ -43,8 +47,16 @@ fn counting_child() {
             })
         })
         .collect();
-    let seconds: u64 = std::env::var("COUNT_FOR_MS").unwrap().parse().unwrap();
-    std::thread::sleep(Duration::from_millis(seconds));
+    // Count for at least COUNT_FOR_MS, then until the parent is done with
+    // its faults and creates STOP_FILE.
+    let ms: u64 = std::env::var("COUNT_FOR_MS").unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let stop_file = std::env::var("STOP_FILE").unwrap();
+    wait_until(
+        "the parent creates STOP_FILE",
+        support::CHILD_DEADLINE,
+        || std::path::Path::new(&stop_file).exists(),
+    );
     stop.store(true, Ordering::Relaxed);
     let counted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     drop(_guard);
@@ -68,7 +80,8 @@ fn run_children(
         .sum()
 }
 
-/// Like [`run_children`]: each child's instance id and count.
+/// Like [`run_children`]: each child's instance id and count. The children
+/// count until `during` has returned (and at least `ms`).
 fn run_each_child(
     url: &str,
     namespace: &str,
@@ -77,21 +90,33 @@ fn run_each_child(
     extra: &[(&str, &str)],
     during: impl FnOnce(),
 ) -> Vec<(String, u64)> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let stop_file = std::env::temp_dir().join(format!(
+        "titus-count-test-stop-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&stop_file);
     let ms = ms.to_string();
+    let stop_path = stop_file.to_str().expect("a UTF-8 temporary directory");
     let mut env = vec![
         ("TITUS_COUNT_REDIS_URL", url),
         ("TITUS_COUNT_NAMESPACE", namespace),
         ("COUNT_FOR_MS", ms.as_str()),
+        ("STOP_FILE", stop_path),
     ];
     env.extend_from_slice(extra);
+    // Killed on drop if `during` panics.
     let children: Vec<_> = (0..processes)
-        .map(|_| spawn_child("cluster_child", &env))
+        .map(|_| spawn_child_guarded("cluster_child", &env))
         .collect();
     during();
-    children
+    std::fs::write(&stop_file, b"").expect("create the stop file");
+    let outputs: Vec<_> = children.into_iter().map(|child| child.wait()).collect();
+    let _ = std::fs::remove_file(&stop_file);
+    outputs
         .into_iter()
-        .map(|child| {
-            let output = child.wait_with_output().unwrap();
+        .map(|output| {
             let stdout = String::from_utf8_lossy(&output.stdout);
             assert!(
                 output.status.success(),
@@ -120,19 +145,87 @@ fn cluster_child() {
     }
 }
 
+/// `cluster.messages` in the totals of `namespace` (in `slot`), read from
+/// the primary that owns the slot now: `None` while no live primary owns
+/// it or the key is on its way to another node.
+fn messages(cluster: &RedisCluster, slot: u16, namespace: &str) -> Option<u64> {
+    let (_, owner) = cluster.owner_or_none(slot)?;
+    let mut con = redis::Client::open(cluster.nodes[owner].url())
+        .ok()?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()?;
+    let n: Option<u64> = redis::cmd("HGET")
+        .arg(format!("titus:{{{namespace}}}:totals"))
+        .arg("cluster.messages")
+        .query(&mut con)
+        .ok()?;
+    Some(n.unwrap_or(0))
+}
+
+/// Waits until the totals of `namespace` hold more than `than` messages;
+/// returns how many they hold.
+fn wait_for_more(cluster: &RedisCluster, slot: u16, namespace: &str, than: u64, what: &str) -> u64 {
+    let mut seen = 0;
+    wait_until(what, PATIENCE, || {
+        seen = messages(cluster, slot, namespace).unwrap_or(0);
+        seen > than
+    });
+    seen
+}
+
+/// A number in `INFO section` of `node`: the value of `key`, or with
+/// `field` one field of it (`cmdstat_eval` `calls`); 0 if absent.
+fn info_number(node: &RedisServer, section: &str, key: &str, field: Option<&str>) -> u64 {
+    let info = node.info(section);
+    let Some(value) = info
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+    else {
+        return 0;
+    };
+    let value = match field {
+        None => Some(value),
+        Some(field) => value
+            .split(',')
+            .find_map(|f| f.strip_prefix(field)?.strip_prefix('=')),
+    };
+    value.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn processes_flush_exactly_into_a_cluster() {
     let cluster = RedisCluster::start(3, 0);
+    let slot = cluster.slot("titus:{cl_exact}:totals");
     let counted = run_children(&cluster.url(), "cl_exact", 3, 1000, &[], || {
         // Empty every node's script cache while the processes flush: they
         // fall back to EVAL, routed by key like EVALSHA.
-        std::thread::sleep(Duration::from_millis(300));
+        let (_, owner) = cluster.owner(slot);
+        let node = &cluster.nodes[owner];
+        wait_until(
+            "the processes flush and their script is cached",
+            PATIENCE,
+            || {
+                messages(&cluster, slot, "cl_exact").unwrap_or(0) > 0
+                    && info_number(node, "memory", "number_of_cached_scripts", None) > 0
+            },
+        );
+        // The script is cached, so no EVAL runs until the flush below.
+        let evals = info_number(node, "commandstats", "cmdstat_eval", Some("calls"));
         for node in &cluster.nodes {
             let _: () = redis::cmd("SCRIPT")
                 .arg("FLUSH")
                 .query(&mut node.connection())
                 .unwrap();
         }
+        let flushed = messages(&cluster, slot, "cl_exact").expect("read the totals");
+        wait_until(
+            "the processes send EVAL after NOSCRIPT and flush again",
+            PATIENCE,
+            || {
+                info_number(node, "commandstats", "cmdstat_eval", Some("calls")) > evals
+                    && messages(&cluster, slot, "cl_exact").unwrap_or(0) > flushed
+            },
+        );
     });
     assert_eq!(cluster.totals("cl_exact")["cluster.messages"], counted);
 
@@ -149,16 +242,42 @@ fn processes_flush_exactly_into_a_cluster() {
 fn a_slot_migration_while_flushing_is_exact() {
     let cluster = RedisCluster::start(3, 0);
     let slot = cluster.slot("titus:{cl_moved}:totals");
+    // Redirections answered so far, by every node (`INFO errorstats`).
+    let redirections = || -> u64 {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                info_number(n, "errorstats", "errorstat_ASK", Some("count"))
+                    + info_number(n, "errorstats", "errorstat_MOVED", Some("count"))
+            })
+            .sum()
+    };
+    let before = redirections();
     let counted = run_children(&cluster.url(), "cl_moved", 2, 2000, &[], || {
         // Let the processes flush to the first owner, then move the slot
-        // to each other primary in turn while they keep flushing.
-        std::thread::sleep(Duration::from_millis(400));
+        // to each other primary in turn while they keep flushing, and wait
+        // each time until their flushes reach the new owner.
+        let mut seen = wait_for_more(&cluster, slot, "cl_moved", 0, "the processes flush");
         for _ in 0..2 {
             let (_, owner) = cluster.owner(slot);
             cluster.migrate_slot(slot, (owner + 1) % 3);
-            std::thread::sleep(Duration::from_millis(300));
+            seen = seen.max(messages(&cluster, slot, "cl_moved").unwrap_or(0));
+            seen = wait_for_more(
+                &cluster,
+                slot,
+                "cl_moved",
+                seen,
+                "the processes flush to the slot's new owner",
+            );
         }
     });
+    // The processes were redirected (ASK while keys moved, or MOVED after);
+    // which of the two each migration caused is not checked.
+    assert!(
+        redirections() > before,
+        "no ASK or MOVED redirection during the migrations"
+    );
     assert_eq!(cluster.totals("cl_moved")["cluster.messages"], counted);
 }
 
@@ -175,21 +294,41 @@ fn a_failover_with_wait_for_replicas_loses_nothing() {
         // A batch counts as delivered only once a replica has it.
         &[("TITUS_COUNT_WAIT_REPLICAS", "1")],
         || {
-            std::thread::sleep(Duration::from_millis(800));
+            wait_for_more(&cluster, slot, "cl_failover", 0, "the processes flush");
             let (old_id, old) = cluster.owner(slot);
             cluster.nodes[old].stop();
             // Wait for a replica to take the slot over.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while cluster
-                .owner_or_none(slot)
-                .is_none_or(|(id, _)| id == old_id)
-            {
-                assert!(std::time::Instant::now() < deadline, "no failover");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until("a replica takes over the slot", PATIENCE, || {
+                cluster
+                    .owner_or_none(slot)
+                    .is_some_and(|(id, _)| id != old_id)
+            });
+            let (_, new) = cluster.owner(slot);
+            let promoted = messages(&cluster, slot, "cl_failover").unwrap_or(0);
             // The old primary comes back as a replica of the new one, so
             // WAIT can be satisfied again.
             cluster.nodes[old].restart();
+            wait_for_more(
+                &cluster,
+                slot,
+                "cl_failover",
+                promoted,
+                "the processes flush to the promoted replica",
+            );
+            // They ask the new primary to WAIT for its replica; that it
+            // was satisfied shows in the children's empty buffers.
+            wait_until(
+                "the processes send WAIT to the new primary",
+                PATIENCE,
+                || {
+                    info_number(
+                        &cluster.nodes[new],
+                        "commandstats",
+                        "cmdstat_wait",
+                        Some("calls"),
+                    ) > 0
+                },
+            );
         },
     );
     assert_eq!(cluster.totals("cl_failover")["cluster.messages"], counted);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Fault, FaultProxy, RedisServer, is_child, spawn_child};
+use support::{Fault, FaultProxy, RedisServer, is_child, spawn_child_guarded};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 3;
@@ -50,8 +50,9 @@ fn many_processes_under_faults_are_exact() {
     let proxy = FaultProxy::start(redis.port());
     let url = proxy.url();
     let env = [("TITUS_COUNT_REDIS_URL", url.as_str())];
+    // Killed on drop if the test panics.
     let children: Vec<_> = (0..PROCESSES)
-        .map(|_| spawn_child("many_processes_under_faults_are_exact", &env))
+        .map(|_| spawn_child_guarded("many_processes_under_faults_are_exact", &env))
         .collect();
     // Cycle through the faults while the processes count and flush.
     let faults = [
@@ -75,7 +76,7 @@ fn many_processes_under_faults_are_exact() {
     let mut counted = 0u64;
     let mut failed = 0u64;
     for child in children {
-        let output = child.wait_with_output().unwrap();
+        let output = child.wait();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{RedisServer, closed_port, is_child, run_child_ok};
+use support::{RedisServer, closed_port, is_child, run_child_ok, wait_until};
 use titus_count::Config;
 
 /// Threads that count under `stage` until stopped; each returns how many
@@ -32,6 +32,34 @@ fn start_counting(stage_threads: usize, stop: &Arc<AtomicBool>) -> Vec<JoinHandl
             })
         })
         .collect()
+}
+
+/// Waits until a batch of `outage.messages` has landed in `redis`, and
+/// returns how many it holds.
+fn wait_for_a_batch(redis: &RedisServer) -> u64 {
+    let mut landed = 0;
+    wait_until("a first batch lands", Duration::from_secs(30), || {
+        landed = messages(redis);
+        landed > 0
+    });
+    landed
+}
+
+fn messages(redis: &RedisServer) -> u64 {
+    redis
+        .totals("titus")
+        .get("outage.messages")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Waits until `health()` shows at least `failures` failures in a row.
+fn wait_for_failures(failures: u32) {
+    wait_until(
+        &format!("{failures} failed attempts in a row"),
+        Duration::from_secs(30),
+        || titus_count::health().unwrap().consecutive_failures >= failures,
+    );
 }
 
 /// Waits until the flusher has delivered a batch on its own.
@@ -102,12 +130,13 @@ fn redis_stopped_and_restarted_mid_run() {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let threads = start_counting(3, &stop);
-        std::thread::sleep(Duration::from_millis(200));
+        let landed = wait_for_a_batch(&redis);
         redis.stop();
         // Counting goes on during the outage; memory does not grow with it.
-        std::thread::sleep(Duration::from_millis(200));
+        wait_for_failures(1);
         let rss_early = support::rss_kib();
         let pending_early = titus_count::health().unwrap().pending_counts;
+        // A stretch of outage to measure, not a wait for an event.
         std::thread::sleep(Duration::from_millis(1500));
         let rss_late = support::rss_kib();
         let health = titus_count::health().unwrap();
@@ -122,6 +151,7 @@ fn redis_stopped_and_restarted_mid_run() {
         );
         redis.restart();
         wait_for_recovery(Duration::from_secs(40));
+        assert!(messages(&redis) > landed, "recovered without delivering");
         stop.store(true, Ordering::Relaxed);
         let counted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         titus_count::flush().expect("flush");
@@ -144,16 +174,18 @@ fn redis_frozen_with_sigstop() {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let threads = start_counting(2, &stop);
-        std::thread::sleep(Duration::from_millis(200));
+        let landed = wait_for_a_batch(&redis);
         redis.freeze();
         assert!(titus_count::flush_timeout(Duration::from_millis(500)).is_err());
-        std::thread::sleep(Duration::from_millis(500));
-        let health = titus_count::health().unwrap();
-        assert!(health.consecutive_failures >= 1, "{health:?}");
+        // A timed-out batch and at least one more attempt on a new
+        // connection (whether that resent the batch or timed out sooner,
+        // in the handshake, is not checked).
+        wait_for_failures(2);
         // Thawed, Redis runs every command queued while frozen, resent
         // batches included: each is applied once.
         redis.thaw();
         wait_for_recovery(Duration::from_secs(40));
+        assert!(messages(&redis) > landed, "recovered without delivering");
         stop.store(true, Ordering::Relaxed);
         let counted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         titus_count::flush().expect("flush");

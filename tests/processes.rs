@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{RedisServer, is_child, spawn_child};
+use support::{RedisServer, is_child, spawn_child_guarded};
 
 #[titus_count::counted("shared.work")]
 fn work() {}
@@ -33,11 +33,12 @@ fn processes_add_into_the_same_totals() {
         ("TITUS_COUNT_NAMESPACE", "fleet"),
         ("TITUS_COUNT_INTERVAL", "5ms"),
     ];
+    // Killed on drop if the test panics.
     let children: Vec<_> = (0..4)
-        .map(|_| spawn_child("processes_add_into_the_same_totals", &env))
+        .map(|_| spawn_child_guarded("processes_add_into_the_same_totals", &env))
         .collect();
     for child in children {
-        let output = child.wait_with_output().unwrap();
+        let output = child.wait();
         assert!(
             output.status.success(),
             "{}",

@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` of our own, on a free loopback port, with no persistence
@@ -17,8 +18,12 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// Speaks only TLS: there is no plain port to `PING`.
+    tls: bool,
 }
 
+/// `redis-server`, or `TITUS_TEST_REDIS_SERVER`: a server binary, or a
+/// wrapper that `exec`s one (a started server must be our child process).
 fn redis_server_binary() -> String {
     std::env::var("TITUS_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
@@ -29,6 +34,38 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
         .port()
 }
+
+/// How far above its client port a cluster node listens for its cluster bus.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// Whether a server started with `args` runs in cluster mode.
+fn is_cluster_node(args: &[&str]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--cluster-enabled" && w[1] == "yes")
+}
+
+/// A free port for a server started with `args`. A cluster node refuses a
+/// port above 55535 ("Your Redis port number must be 55535 or less"), as its
+/// cluster bus listens on port + 10000, which must be free too.
+fn free_port_for(args: &[&str]) -> u16 {
+    if !is_cluster_node(args) {
+        return free_port();
+    }
+    for _ in 0..1000 {
+        let port = free_port();
+        if port <= u16::MAX - CLUSTER_BUS_OFFSET
+            && TcpListener::bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port at most 55535 with its cluster bus port free");
+}
+
+/// How many fresh ports a server start tries: another process can take the
+/// port (or a cluster node's bus port) between our probe and the server's
+/// bind, and the server then exits at start-up.
+const START_ATTEMPTS: usize = 10;
 
 fn temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,37 +87,53 @@ impl RedisServer {
 
     /// Starts a server with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        // Another process can take the port between our probe and the
-        // server's bind; try a few ports before giving up.
+        let owned: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_on_a_free_port(extra, |port| {
+            Self::try_launch(port, temp_dir("redis"), owned.clone(), false)
+        })
+    }
+
+    /// Tries [`START_ATTEMPTS`] fresh ports (fit for a server with `args`)
+    /// with `launch` until one starts.
+    fn start_on_a_free_port(
+        args: &[&str],
+        mut launch: impl FnMut(u16) -> Result<Self, String>,
+    ) -> Self {
         let mut last_log = String::new();
-        for _ in 0..5 {
-            match Self::try_start_on(free_port(), extra) {
+        for _ in 0..START_ATTEMPTS {
+            match launch(free_port_for(args)) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
         }
-        panic!("redis-server did not start; its last log:\n{last_log}");
+        panic!(
+            "redis-server did not start on any of {START_ATTEMPTS} ports; its last log:\n{last_log}"
+        );
     }
 
     /// Starts a server on `port`, which the caller chose (and may already
     /// have pointed a client at).
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
-        Self::try_start_on(port, extra)
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::try_launch(port, temp_dir("redis"), extra, false)
             .unwrap_or_else(|log| panic!("redis-server did not start on {port}:\n{log}"))
     }
 
-    fn try_start_on(port: u16, extra: &[&str]) -> Result<Self, String> {
-        let dir = temp_dir("redis");
+    /// Starts a server on `port` and waits until it is ready; on failure the
+    /// server is killed, its directory removed, and its log returned.
+    fn try_launch(port: u16, dir: PathBuf, extra: Vec<String>, tls: bool) -> Result<Self, String> {
         let mut server = RedisServer {
-            child: Self::spawn(port, &dir, extra),
+            child: Self::spawn(port, &dir, &extra),
             port,
             dir,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            extra,
+            tls,
         };
-        if server.wait_until_ready() {
+        if server.wait_until_ready(0) {
             Ok(server)
         } else {
-            Err(std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default())
+            Err(server.log())
+            // Dropped here: killed, reaped, its directory removed.
         }
     }
 
@@ -100,6 +153,10 @@ impl RedisServer {
             .expect("start redis-server (install the Debian package `redis-server`)")
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
     /// Stops the server (SIGKILL) and waits for it to exit; its directory,
     /// and with it any append-only file, stays for [`restart`](Self::restart).
     pub fn stop(&mut self) {
@@ -109,39 +166,76 @@ impl RedisServer {
 
     /// Starts the server again on the same port and directory.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir, &self.extra);
-        assert!(self.wait_until_ready(), "redis-server did not restart");
+        // The port was ours a moment ago; try it a few times in case it is
+        // briefly taken, but it cannot change: clients point at it.
+        for _ in 0..3 {
+            let log_len = self.log().len();
+            self.child = Self::spawn(self.port, &self.dir, &self.extra);
+            if self.wait_until_ready(log_len) {
+                return;
+            }
+            self.stop();
+        }
+        panic!(
+            "redis-server did not restart on {}:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Freezes the server with SIGSTOP: connections are accepted by the
     /// kernel but nothing is answered.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        self.signal("STOP");
     }
 
     /// Thaws a frozen server with SIGCONT.
     pub fn thaw(&self) {
-        self.signal("-CONT");
+        self.signal("CONT");
     }
 
+    /// Sends `signal` (a name such as `STOP`) through the shell's `kill`
+    /// builtin: std has no signals but SIGKILL, and `/bin/kill` (procps) is
+    /// missing on slim images.
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$1\" \"$2\"", "sh", signal])
+            .arg(self.child.id().to_string())
+            .stdin(Stdio::null())
             .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed");
+            .expect("run sh");
+        assert!(status.success(), "kill -s {signal} failed");
     }
 
-    fn wait_until_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Waits until the server just spawned is ready: a plain server answers
+    /// `PING` and is our process (not another server that holds the port
+    /// while ours fails to bind it); a TLS server says so in its log after
+    /// the first `log_from` bytes. False if it exited or took too long.
+    fn wait_until_ready(&mut self, log_from: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok(mut con) = self.try_connection()
+            if self.tls {
+                let log = self.log();
+                if log
+                    .get(log_from..)
+                    .is_some_and(|new| new.contains("Ready to accept connections"))
+                {
+                    return true;
+                }
+            } else if let Ok(mut con) = self.try_connection()
+                // PING fails while an append-only file is loading.
                 && redis::cmd("PING").query::<String>(&mut con).is_ok()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut con)
             {
-                return true;
+                let pid = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("process_id:"))
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                // Another server on our port: ours cannot bind it.
+                return pid == Some(self.child.id());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -178,6 +272,14 @@ impl RedisServer {
             .query(&mut self.connection())
             .expect("HGETALL the totals")
     }
+
+    /// The text of `INFO section`, read directly; empty if the server does
+    /// not answer.
+    pub fn info(&self, section: &str) -> String {
+        self.try_connection()
+            .and_then(|mut con| redis::cmd("INFO").arg(section).query(&mut con))
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for RedisServer {
@@ -193,11 +295,39 @@ pub fn closed_port() -> u16 {
     free_port()
 }
 
+/// Polls `done` every 20 ms until it holds; panics naming `what` if it does
+/// not within `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 const CHILD_ENV: &str = "TITUS_COUNT_TEST_CHILD";
+
+/// How long a child process may run before it is killed and the test fails.
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Whether this process is the child started by [`run_child`] for `test`.
 pub fn is_child(test: &str) -> bool {
     std::env::var(CHILD_ENV).is_ok_and(|t| t == test)
+}
+
+/// Removes every `TITUS_COUNT_*` variable of this process's environment
+/// from `command`'s, so the shell a test runs in cannot change it; the
+/// caller sets the test's own values afterwards.
+fn without_titus_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.as_encoded_bytes().starts_with(b"TITUS_COUNT_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
 
 /// The command that runs the test named `test` of this test binary again,
@@ -205,13 +335,9 @@ pub fn is_child(test: &str) -> bool {
 fn child_command(test: &str, envs: &[(&str, &str)]) -> Command {
     let exe = std::env::current_exe().expect("the test binary");
     let mut command = Command::new(exe);
-    command
+    without_titus_env(&mut command)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, test)
-        .env_remove("TITUS_COUNT_REDIS_URL")
-        .env_remove("TITUS_COUNT_NAMESPACE")
-        .env_remove("TITUS_COUNT_INTERVAL")
-        .env_remove("TITUS_COUNT_SHUTDOWN_TIMEOUT")
         .envs(envs.iter().copied())
         .stdin(Stdio::null());
     command
@@ -220,9 +346,7 @@ fn child_command(test: &str, envs: &[(&str, &str)]) -> Command {
 /// Runs the test named `test` again in a child process and returns its
 /// output. The test recognises the child with [`is_child`].
 pub fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
-    child_command(test, envs)
-        .output()
-        .expect("run the test binary as a child")
+    ChildGuard::new(spawn_child(test, envs), format!("child `{test}`")).wait()
 }
 
 /// Like [`run_child`], and asserts that the child succeeded.
@@ -247,6 +371,129 @@ pub fn spawn_child(test: &str, envs: &[(&str, &str)]) -> Child {
         .expect("spawn the test binary as a child")
 }
 
+/// Starts the test named `test` in a child process without waiting, killed
+/// if the guard is dropped before [`ChildGuard::wait`] (a test panicked).
+pub fn spawn_child_guarded(test: &str, envs: &[(&str, &str)]) -> ChildGuard {
+    ChildGuard::new(spawn_child(test, envs), format!("child `{test}`"))
+}
+
+/// A child process that is killed and reaped when dropped unwaited, so a
+/// test that panics leaves no process behind.
+pub struct ChildGuard {
+    child: Option<Child>,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Guards `child`; `what` names it in a timeout's panic message.
+    pub fn new(child: Child, what: impl Into<String>) -> Self {
+        ChildGuard {
+            child: Some(child),
+            what: what.into(),
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("a child").id()
+    }
+
+    /// Waits for the child and returns its output, within
+    /// [`CHILD_DEADLINE`]; see [`wait_with_deadline`].
+    pub fn wait(mut self) -> Output {
+        let child = self.child.take().expect("a child");
+        wait_with_deadline(child, &self.what, CHILD_DEADLINE)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child` to exit and returns its output (piped stdout and
+/// stderr are read meanwhile, so a full pipe cannot stall it). If it has
+/// not exited within `deadline`, kills it and panics with what it wrote.
+pub fn wait_with_deadline(mut child: Child, what: &str, deadline: Duration) -> Output {
+    use std::sync::{Arc, Mutex, mpsc};
+    // Each pipe is read into a buffer by a thread of its own, which says
+    // when it reached the end.
+    let (done, finished) = mpsc::channel::<()>();
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (into, done) = (bytes.clone(), done.clone());
+        std::thread::spawn(move || {
+            if let Some(mut pipe) = pipe {
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    into.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
+            let _ = done.send(());
+        });
+        bytes
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status: Option<ExitStatus> = loop {
+        match child.try_wait().expect("wait for a child") {
+            Some(status) => break Some(status),
+            None if start.elapsed() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // The pipes close when the child exits, unless a process it started
+    // holds them open: wait a little for that, not forever.
+    let ends = Instant::now() + Duration::from_secs(10);
+    let mut open = 2;
+    while open > 0
+        && finished
+            .recv_timeout(ends.saturating_duration_since(Instant::now()))
+            .is_ok()
+    {
+        open -= 1;
+    }
+    let take = |bytes: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *bytes.lock().unwrap());
+    let (stdout, stderr) = (take(stdout), take(stderr));
+    let Some(status) = status else {
+        panic!(
+            "{what} did not exit within {deadline:?} and was killed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    assert!(
+        open == 0,
+        "{what} exited ({status}) but a process it started holds its output open\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
 /// An instance record (JSON, as the batch script writes it) with its last
 /// flush moved to `last_flush_ms`: a process gone silent since then.
 pub fn aged_record(json: &str, last_flush_ms: u128) -> String {
@@ -265,20 +512,25 @@ pub fn epoch_ms_ago(ago: Duration) -> u128 {
 }
 
 /// Runs the `titus-count` command against `redis_url` and `namespace` with
-/// `args` and extra environment, asserts that it succeeded, and returns its
-/// standard output.
+/// `args` and extra environment (on top of one without `TITUS_COUNT_*`),
+/// asserts that it succeeded, and returns its standard output.
 pub fn titus_count_ok(
     redis_url: &str,
     namespace: &str,
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_titus-count"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_titus-count"));
+    let child = without_titus_env(&mut command)
         .args(["--redis-url", redis_url, "--namespace", namespace])
         .args(args)
         .envs(envs.iter().copied())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run titus-count");
+    let output = ChildGuard::new(child, format!("titus-count {args:?}")).wait();
     assert!(
         output.status.success(),
         "titus-count {args:?}: {}",
@@ -867,51 +1119,33 @@ impl RedisServer {
     /// by `certs`, trusting `ca.pem` for client certificates.
     /// `auth_clients` is `no`, `optional` or `yes`; `extra` is appended.
     pub fn start_tls(certs: &TestCerts, server: &str, auth_clients: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir = temp_dir("redis-tls");
-        let port_text = port.to_string();
         let (cert, key, ca) = (
             certs.path(&format!("{server}.pem")),
             certs.path(&format!("{server}.key")),
             certs.path("ca.pem"),
         );
-        let mut args: Vec<&str> = vec![
-            "--port",
-            "0",
-            "--tls-port",
-            &port_text,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            auth_clients,
-        ];
-        args.extend_from_slice(extra);
-        let mut server = RedisServer {
-            child: Self::spawn(port, &dir, &args),
-            port,
-            dir,
-            extra: args.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        // No plain port to PING: wait for the server's own word in its log.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
-            if log.contains("Ready to accept connections") {
-                return server;
-            }
-            if let Ok(Some(_)) = server.child.try_wait() {
-                panic!("redis-server with TLS exited:\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server with TLS did not start:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Self::start_on_a_free_port(extra, |port| {
+            let port_text = port.to_string();
+            let mut args: Vec<String> = [
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                auth_clients,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            Self::try_launch(port, temp_dir("redis-tls"), args, true)
+        })
     }
 
     /// `rediss://127.0.0.1:PORT`.
