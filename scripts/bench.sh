@@ -7,18 +7,22 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_redis_server
-command -v valgrind >/dev/null || { sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo; $sudo_ apt-get install -y -qq valgrind; }
+command -v valgrind >/dev/null || { echo "==> installing valgrind (Debian package)"; apt_install valgrind; }
 
-cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
-# The per-call pairs again with every function and loop aligned to 64 bytes:
-# a tiny function's speed depends on whether its hot path, or the calling
-# loop, straddles a 32-byte fetch block, which this takes out of the
-# comparison. (The filter matches no criterion benchmark, so only the paired
-# runs run.)
-TITUS_BENCH_PLACEMENT_ONLY=1 RUSTFLAGS="-C llvm-args=-align-all-functions=6 -C llvm-args=-align-loops=64" CARGO_TARGET_DIR=target/aligned \
-    cargo bench --bench per_call -- paired-only | tee target/aligned.log
-cargo bench --bench fleet | tee target/fleet.log
-cargo bench --bench memory | tee target/memory.log
+# `--report-only` skips the benchmark runs and writes the report again from
+# the last run's logs and criterion data (the callgrind counts are redone).
+if [ "${1:-}" != "--report-only" ]; then
+    cargo bench --bench per_call --bench pipeline --bench flush | tee target/bench.log
+    # The per-call pairs again with every function and loop aligned to 64 bytes:
+    # a tiny function's speed depends on whether its hot path, or the calling
+    # loop, straddles a 32-byte fetch block, which this takes out of the
+    # comparison. (The filter matches no criterion benchmark, so only the paired
+    # runs run.)
+    TITUS_BENCH_PLACEMENT_ONLY=1 RUSTFLAGS="-C llvm-args=-align-all-functions=6 -C llvm-args=-align-loops=64" CARGO_TARGET_DIR=target/aligned \
+        cargo bench --bench per_call -- paired-only | tee target/aligned.log
+    cargo bench --bench fleet | tee target/fleet.log
+    cargo bench --bench memory | tee target/memory.log
+fi
 
 cargo build --release --example hot_path
 CALLS=2000000

@@ -54,7 +54,10 @@ def paired(log=BENCH_LOG):
 
 
 def load(group, function, param):
-    base = os.path.join(CRITERION, group, function, str(param), "new")
+    # Criterion's folders: group/function/param, where a benchmark with
+    # only a parameter (`flush_batch/100`) has no function folder.
+    parts = [str(p) for p in (group, function, param) if str(p)]
+    base = os.path.join(CRITERION, *parts, "new")
     try:
         est = json.load(open(os.path.join(base, "estimates.json")))
         sample = json.load(open(os.path.join(base, "sample.json")))
