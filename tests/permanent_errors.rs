@@ -84,6 +84,47 @@ fn a_totals_key_of_the_wrong_type() {
     assert!(log.contains("WRONGTYPE"), "{log}");
 }
 
+/// The instances hash is written on every path of the batch script, the
+/// one for a batch applied before included: of the wrong type, it refuses
+/// the batch before any count is written, rather than after.
+#[test]
+fn an_instances_key_of_the_wrong_type() {
+    if is_child("an_instances_key_of_the_wrong_type") {
+        let redis = RedisServer::start();
+        let mut con = redis.connection();
+        let _: () = redis::cmd("SET")
+            .arg("titus:{titus}:instances")
+            .arg("written by another program")
+            .query(&mut con)
+            .unwrap();
+        let _guard = init(redis.url());
+        titus_count::count!("wrongtype.instances", 5);
+        assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
+        assert_retries_without_spinning("WRONGTYPE");
+        // Nothing half applied: no count, no sequence mark.
+        let totals: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg("titus:{titus}:totals")
+            .query(&mut con)
+            .unwrap();
+        assert!(totals.is_empty(), "{totals:?}");
+        let marks: Vec<String> = redis::cmd("KEYS")
+            .arg("titus:{titus}:seq:*")
+            .query(&mut con)
+            .unwrap();
+        assert!(marks.is_empty(), "{marks:?}");
+        let _: () = redis::cmd("DEL")
+            .arg("titus:{titus}:instances")
+            .query(&mut con)
+            .unwrap();
+        titus_count::flush().expect("flush once the key is fixed");
+        assert_eq!(redis.totals("titus")["wrongtype.instances"], 5);
+        return;
+    }
+    let output = run_child_ok("an_instances_key_of_the_wrong_type", &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("titus:{titus}:instances"), "{log}");
+}
+
 #[test]
 fn a_script_refused_by_acl() {
     if is_child("a_script_refused_by_acl") {

@@ -495,7 +495,9 @@ impl Config {
         if namespace.is_empty()
             || namespace
                 .chars()
-                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+                // `:` too: shard K of `NS` is `{NS:K}`, which the namespace
+                // `NS:K` would share.
+                .any(|c| matches!(c, '{' | '}' | ':') || c.is_whitespace() || c.is_control())
         {
             return Err(InitError::InvalidNamespace {
                 setting: self.namespace.source,
@@ -606,8 +608,33 @@ fn validate_url(url: &str, setting: &'static str) -> Result<(), InitError> {
 
 /// The nodes of a setting: one URL, or several separated by commas (which
 /// selects Redis Cluster).
+///
+/// A comma separates nodes only where the next node's `scheme://` follows
+/// (or nothing, which is an empty node): a password may hold a comma, and
+/// splitting it there would show part of it in an error.
 pub(crate) fn nodes(url: &str) -> Vec<&str> {
-    url.split(',').map(str::trim).collect()
+    let starts_a_node = |rest: &str| {
+        let rest = rest.trim_start();
+        rest.is_empty()
+            || rest.starts_with(',')
+            || rest.find("://").is_some_and(|end| {
+                let scheme = &rest[..end];
+                scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            })
+    };
+    let mut nodes = Vec::new();
+    let mut start = 0;
+    for (comma, _) in url.match_indices(',') {
+        if starts_a_node(&url[comma + 1..]) {
+            nodes.push(url[start..comma].trim());
+            start = comma + 1;
+        }
+    }
+    nodes.push(url[start..].trim());
+    nodes
 }
 
 /// Parses a humane duration: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
@@ -669,8 +696,9 @@ fn format_duration(d: Duration) -> String {
 /// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    if url.contains(',') {
-        return nodes(url)
+    let nodes = nodes(url);
+    if nodes.len() > 1 {
+        return nodes
             .into_iter()
             .map(redact_url)
             .collect::<Vec<_>>()
@@ -750,6 +778,32 @@ mod tests {
     }
 
     #[test]
+    fn a_comma_separates_nodes_only_before_a_scheme() {
+        assert_eq!(
+            nodes("redis://a:1, redis://b:2"),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(nodes("redis://:hunter,2@h"), ["redis://:hunter,2@h"]);
+        assert_eq!(
+            nodes("rediss://:p,w@a,rediss://:p,w@b"),
+            ["rediss://:p,w@a", "rediss://:p,w@b"]
+        );
+        assert_eq!(nodes("redis://a,"), ["redis://a", ""]);
+        assert_eq!(
+            nodes("redis://a,,redis://b"),
+            ["redis://a", "", "redis://b"]
+        );
+        assert_eq!(redact_url("redis://:hunter,2@h"), "redis://:***@h");
+        assert_eq!(password_of("redis://:hunter,2@h"), Some("hunter,2"));
+        let err = Config::default()
+            .redis_url("redis://:hunter,2@h:6379/x")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter"), "{err}");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("redis://u:p@ss@h"), "redis://u:***@h");
@@ -779,6 +833,13 @@ mod tests {
             .expect_err("an error")
             .to_string();
         assert!(err.contains("namespace"), "{err}");
+        // `orders:3` would share its keys with shard 3 of `orders`.
+        let err = Config::default()
+            .namespace("orders:3")
+            .resolve()
+            .expect_err("an error")
+            .to_string();
+        assert!(err.contains("`:`"), "{err}");
 
         let err = Config::default()
             .interval(Duration::ZERO)

@@ -21,7 +21,7 @@ pub enum InitError {
         reason: String,
     },
     /// The namespace is empty or holds characters that would break the key
-    /// layout (`{`, `}`, whitespace, control characters).
+    /// layout (`{`, `}`, `:`, whitespace, control characters).
     InvalidNamespace {
         /// The setting the namespace came from.
         setting: &'static str,
@@ -76,7 +76,7 @@ impl fmt::Display for InitError {
             InitError::InvalidNamespace { setting, namespace } => write!(
                 f,
                 "invalid {setting} `{namespace}`: a namespace must be non-empty and must not \
-                 contain `{{`, `}}`, whitespace or control characters"
+                 contain `{{`, `}}`, `:`, whitespace or control characters"
             ),
             InitError::InvalidDuration {
                 setting,

@@ -71,6 +71,12 @@ impl Keys {
 /// that more are pending, so readers neither take the process for gone nor
 /// its counts for complete.
 pub(crate) const BATCH_SCRIPT: &str = r#"
+-- The instance record is written on every path below, so its key is
+-- checked first.
+local it = redis.call('TYPE', KEYS[4])['ok']
+if it ~= 'hash' and it ~= 'none' then
+  return redis.error_reply('WRONGTYPE titus-count key ' .. KEYS[4] .. ' holds a ' .. it .. ', not a hash')
+end
 local function refuse(message)
   redis.call('HSET', KEYS[4], ARGV[4], ARGV[6])
   return redis.error_reply(message)
@@ -183,6 +189,12 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
                 | S::NoScript
         ),
         redis::ErrorKind::Io => !is_certificate_error(e),
+        // No node for the slot yet: the cluster is failing over.
+        redis::ErrorKind::ClusterConnectionNotFound => true,
+        // Codes the client has no kind for. BUSY: another script runs long;
+        // NOREPLICAS: too few replicas for `min-replicas-to-write` (they
+        // come back). OOM and MISCONF (persistence failing) need an operator.
+        redis::ErrorKind::Extension => matches!(e.code(), Some("BUSY" | "NOREPLICAS")),
         _ => false,
     }
 }
@@ -583,6 +595,20 @@ pub(crate) fn describe(e: &redis::RedisError, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_errors_are_classified_by_code() {
+        let error = |code: &str| redis::make_extension_error(code.to_owned(), None);
+        assert!(is_transient(&error("BUSY")));
+        assert!(is_transient(&error("NOREPLICAS")));
+        assert!(!is_transient(&error("OOM")));
+        assert!(!is_transient(&error("MISCONF")));
+        let wrongtype = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!is_transient(&wrongtype));
+    }
 
     #[test]
     fn keys_share_one_hash_tag() {
