@@ -116,6 +116,38 @@ fn redis_down_at_start_up() {
     run_child_ok("redis_down_at_start_up", &[]);
 }
 
+/// A caller waiting on a flush (`flush_timeout` here; a guard drop and the
+/// exit hook wait the same way) is not held to a long back-off: while it
+/// waits, the flusher tries at least once a second, so a Redis that comes
+/// back within the caller's timeout gets the counts.
+#[test]
+fn a_waiting_flush_is_not_held_to_a_long_back_off() {
+    if is_child("a_waiting_flush_is_not_held_to_a_long_back_off") {
+        let port = closed_port();
+        let _guard = Config::default()
+            .redis_url(format!("redis://127.0.0.1:{port}"))
+            .interval(Duration::from_millis(20))
+            .io_timeout(Duration::from_millis(200))
+            .init()
+            .expect("init does not need Redis");
+        titus_count::count!("outage.waited", 9);
+        // After 7 failures in a row the next try is 3.2 s to 6.4 s away.
+        wait_for_failures(7);
+        // Redis comes back partway into the wait below (a moment in the
+        // scenario, not a wait for an event).
+        let starter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            RedisServer::start_on(port, &[])
+        });
+        let result = titus_count::flush_timeout(Duration::from_secs(5));
+        let redis = starter.join().unwrap();
+        result.expect("delivered once Redis is back, within the caller's wait");
+        assert_eq!(redis.totals("titus")["outage.waited"], 9);
+        return;
+    }
+    run_child_ok("a_waiting_flush_is_not_held_to_a_long_back_off", &[]);
+}
+
 #[test]
 fn redis_stopped_and_restarted_mid_run() {
     if is_child("redis_stopped_and_restarted_mid_run") {

@@ -19,6 +19,10 @@ pub const ENV_SHUTDOWN_TIMEOUT: &str = "TITUS_COUNT_SHUTDOWN_TIMEOUT";
 /// `{NS}`).
 pub const ENV_SHARDS: &str = "TITUS_COUNT_SHARDS";
 
+/// The longest `io_timeout`: an hour is already "wait for ever" for a
+/// command, and bounded values keep the deadlines built on it finite.
+const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The most shards a namespace can have: one per Redis Cluster slot.
 const MAX_SHARDS: u32 = 16_384;
 /// Environment variable: how many replicas must have a batch (Redis `WAIT`)
@@ -307,7 +311,8 @@ impl Config {
         self
     }
 
-    /// Connect timeout, and read and write timeout of every Redis command.
+    /// Connect timeout, and read and write timeout of every Redis command
+    /// (more than zero, at most an hour).
     ///
     /// # Examples
     ///
@@ -548,7 +553,17 @@ impl Config {
             namespace,
             interval,
             shutdown_timeout,
-            io_timeout: check(self.io_timeout, "io_timeout")?,
+            io_timeout: check(self.io_timeout, "io_timeout").and_then(|d| {
+                if d > MAX_IO_TIMEOUT {
+                    Err(InitError::InvalidDuration {
+                        setting: "io_timeout",
+                        value: format_duration(d),
+                        reason: "must be at most 1h",
+                    })
+                } else {
+                    Ok(d)
+                }
+            })?,
             history_retention: parse_setting(&self.history_retention)?.max(Duration::from_secs(60)),
         })
     }
@@ -840,6 +855,16 @@ mod tests {
             .expect_err("an error")
             .to_string();
         assert!(err.contains("`:`"), "{err}");
+
+        let err = Config::default()
+            .io_timeout(Duration::MAX)
+            .resolve()
+            .expect_err("an error")
+            .to_string();
+        assert!(
+            err.contains("io_timeout") && err.contains("at most 1h"),
+            "{err}"
+        );
 
         let err = Config::default()
             .interval(Duration::ZERO)

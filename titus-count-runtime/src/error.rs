@@ -114,7 +114,9 @@ impl std::error::Error for InitError {
 
 /// Why [`flush`](crate::flush) returned before Redis acknowledged every count.
 ///
-/// The counts are not lost: the flusher keeps them and goes on retrying.
+/// The counts are not lost: the flusher keeps them and goes on retrying (at
+/// process exit, once the exit hook's wait has run out, it writes them to
+/// the log at error level instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FlushError {
@@ -123,7 +125,8 @@ pub enum FlushError {
     /// Redis did not acknowledge within the timeout. `last_error` is the most
     /// recent failure the flusher saw, if any.
     Timeout {
-        /// How long the call waited.
+        /// The timeout the call was given (it may have waited a little
+        /// longer, for a delivery already under way).
         waited: Duration,
         /// The flusher's last error, if a delivery attempt failed.
         last_error: Option<String>,

@@ -24,6 +24,10 @@ use crate::redis::{Applied, Batch, Records, Writer, describe, is_transient};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two delivery attempts while Redis is failing.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between tries while a caller waits for a flush (a
+/// `flush()`, a guard drop, the exit hook): a long back-off must not use up
+/// a shutdown timeout that Redis comes back within.
+const WAITING_RETRY: Duration = Duration::from_secs(1);
 
 /// The running flusher of this process.
 struct Handle {
@@ -39,8 +43,9 @@ static FLUSHER: OnceCell<Handle> = OnceCell::new();
 static GUARD_TIMED_OUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Keeps the last counts from being lost: dropping it flushes everything
-/// counted so far and waits, up to the shutdown timeout, for Redis to
-/// acknowledge it.
+/// counted so far and waits, up to the shutdown timeout (plus the time a
+/// delivery already under way takes to end, at most four I/O timeouts and
+/// a second), for Redis to acknowledge it.
 ///
 /// The flusher itself keeps running after the guard is dropped, and an exit
 /// hook flushes once more when the process returns from `main` or calls
@@ -92,9 +97,7 @@ impl Handle {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let now = Instant::now();
         // A timeout too large to add is as good as none.
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let deadline = now.checked_add(timeout).unwrap_or_else(far_future);
         let request = Request {
             timeout,
             deadline,
@@ -106,7 +109,7 @@ impl Handle {
         }
         // The flusher answers by the deadline; the margin covers a delivery
         // already under way when it passes (connect, EVALSHA, then EVAL).
-        let margin = 4 * self.config.io_timeout + Duration::from_secs(1);
+        let margin = self.config.io_timeout.saturating_mul(4) + Duration::from_secs(1);
         match answer.recv_deadline(deadline.checked_add(margin).unwrap_or(deadline)) {
             Ok(result) => result,
             Err(_) => Err(FlushError::Timeout {
@@ -264,7 +267,7 @@ fn register_exit_hook() {
         if let Some(handle) = FLUSHER.get() {
             let mut timeout = handle.config.shutdown_timeout;
             if GUARD_TIMED_OUT.load(Ordering::Relaxed) {
-                timeout = timeout.min(2 * handle.config.io_timeout);
+                timeout = timeout.min(handle.config.io_timeout.saturating_mul(2));
             }
             // Errors were logged by the flusher, with the undelivered counts.
             let _ = std::panic::catch_unwind(|| handle.request(timeout, true));
@@ -353,6 +356,9 @@ struct Flusher {
     waiters: Vec<Waiter>,
     failures: u32,
     retry_at: Instant,
+    /// When the last try failed, and whether its error needs an operator.
+    failed_at: Instant,
+    failed_permanently: bool,
     last_error: Option<String>,
 }
 
@@ -374,6 +380,8 @@ impl Flusher {
             waiters: Vec::new(),
             failures: 0,
             retry_at: Instant::now(),
+            failed_at: Instant::now(),
+            failed_permanently: false,
             last_error: None,
         }
     }
@@ -382,7 +390,11 @@ impl Flusher {
         let mut next_tick = Instant::now() + self.interval;
         loop {
             // While a batch is in doubt, the back-off decides the next try.
-            let mut wake = if self.in_doubt.is_some() {
+            let mut wake = if self.closed {
+                // After the exit report nothing is sent: wake only for
+                // requests, to answer them.
+                far_future()
+            } else if self.in_doubt.is_some() {
                 self.retry_at
             } else {
                 next_tick
@@ -414,7 +426,12 @@ impl Flusher {
                 self.expire_waiters();
                 continue;
             }
-            if urgent || retry_due || waiting || (tick && self.in_doubt.is_none()) {
+            // A request is served at once unless a batch is in doubt: then
+            // the back-off (shortened for waiting callers) decides, so
+            // callers asking again and again cannot hammer a Redis that
+            // is struggling.
+            let idle = self.in_doubt.is_none();
+            if (urgent && idle) || retry_due || waiting || (tick && idle) {
                 self.deliver(tick);
             } else if tick {
                 // In back-off: still collect, so finished threads' records
@@ -442,6 +459,9 @@ impl Flusher {
             let _ = request.reply.send(Ok(()));
         } else {
             self.waiters.push(Waiter { need_seq, request });
+            if self.in_doubt.is_some() && !self.failed_permanently {
+                self.retry_at = self.retry_at.min(self.failed_at + WAITING_RETRY);
+            }
         }
     }
 
@@ -526,8 +546,12 @@ impl Flusher {
                     let mut wait = backoff(self.failures);
                     if permanent {
                         wait = wait.max(self.interval);
+                    } else if !self.waiters.is_empty() {
+                        wait = wait.min(WAITING_RETRY);
                     }
-                    self.retry_at = Instant::now() + wait;
+                    self.failed_at = Instant::now();
+                    self.failed_permanently = permanent;
+                    self.retry_at = self.failed_at + wait;
                     let new_error = self.last_error.as_deref() != Some(text.as_str());
                     if permanent && (new_error || self.failures.is_power_of_two()) {
                         log::error!(
@@ -658,6 +682,11 @@ impl Flusher {
 
 /// Exponential back-off with jitter: a random delay in the upper half of
 /// `MIN_BACKOFF * 2^(failures-1)`, capped at `MAX_BACKOFF`.
+/// A wake-up time that never comes: a century from now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
 fn backoff(failures: u32) -> Duration {
     let exp = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let ceiling = exp.min(MAX_BACKOFF);

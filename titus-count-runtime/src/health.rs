@@ -32,8 +32,8 @@ pub struct Health {
     /// type, a command refused by ACL, an overflowing count, a wrong
     /// password) rather than time (Redis down, slow or failing over).
     pub last_error_permanent: bool,
-    /// Counts made in this process and not yet acknowledged by Redis
-    /// (collected so far; at most one interval's counts are not collected).
+    /// Counts made in this process and not yet acknowledged by Redis (every
+    /// thread's cells are collected for the answer).
     pub pending_counts: u64,
     /// Batches sent or about to be sent whose fate is unknown: 0 or 1.
     pub batches_in_doubt: usize,

@@ -488,8 +488,9 @@ impl Writer {
         Ok(self.con.as_mut().expect("connected above").get())
     }
 
-    /// Sends `batch` in one round trip (two if the server does not have the
-    /// script cached) to the instance's shard. Any I/O failure drops the
+    /// Sends `batch` in one round trip (one more if the server does not
+    /// have the script cached, and one for `WAIT` when replicas are waited
+    /// for) to the instance's shard. Any I/O failure drops the
     /// connection; the caller keeps the batch and resends it unchanged, and
     /// the shard skips it if it was applied.
     pub(crate) fn apply(&mut self, batch: &Batch, records: &Records) -> Result<Applied, SendError> {
