@@ -120,7 +120,13 @@ fn totals_table_and_json() {
         lines[3].split_whitespace().collect::<Vec<_>>(),
         ["out", "1700"]
     );
-    assert!(out.contains("Settled: every live instance (2)"), "{out}");
+    // Both processes exited with everything delivered.
+    assert!(
+        out.contains(
+            "Settled: no live instance counted in its last interval (0 live instances, 2 exited)"
+        ),
+        "{out}"
+    );
 
     let json = ok(&cli(&redis.url(), "cli_totals", &["totals", "--json"]));
     let checked = python(
@@ -130,19 +136,93 @@ fn totals_table_and_json() {
     assert_eq!(checked, "cli_totals 2000 1800 1700 True True");
 }
 
+/// `settled` says the totals are final for now: never while a process
+/// counts in every interval, as soon as every live process has had an
+/// interval without counts; a process that exits says so with a final
+/// batch and holds nothing back.
+#[test]
+fn settled_only_once_every_live_process_is_quiet() {
+    let test = "settled_only_once_every_live_process_is_quiet";
+    if is_child(test) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let config = titus_count::Config::from_env().interval(Duration::from_millis(50));
+        let _guard = config.clone().init().unwrap();
+        let mut reader = titus_count::Reader::connect(&config).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counting = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    titus_count::count!("busy");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        // While it counts, a batch with counts is not settled, though the
+        // totals are complete up to it. (A batch of an interval in which
+        // the thread happened not to run would be quiet, and settled.)
+        let mut busy_batches = std::collections::BTreeSet::new();
+        support::wait_until("three batches with counts", Duration::from_secs(30), || {
+            let snapshot = reader.snapshot().unwrap();
+            if let [me] = snapshot.instances.as_slice() {
+                assert!(!me.exited && !me.stale, "{me:?}");
+                assert_eq!(snapshot.completeness.settled, me.quiet, "{snapshot:?}");
+                assert!(snapshot.completeness.complete_up_to.is_some());
+                if !me.quiet {
+                    busy_batches.insert(me.seq);
+                }
+            }
+            busy_batches.len() >= 3
+        });
+        stop.store(true, Ordering::Relaxed);
+        counting.join().unwrap();
+        // An interval with no counts, and it is settled.
+        support::wait_until("settled once quiet", Duration::from_secs(30), || {
+            reader.snapshot().unwrap().completeness.settled
+        });
+        let snapshot = reader.snapshot().unwrap();
+        let me = &snapshot.instances[0];
+        assert!(me.quiet && !me.exited && !me.pending, "{me:?}");
+        assert_eq!(snapshot.completeness.live, 1);
+        assert_eq!(titus_count::local_totals()["busy"], snapshot.totals["busy"]);
+        return;
+    }
+    let redis = RedisServer::start();
+    run_child_ok(
+        test,
+        &[
+            ("TITUS_COUNT_REDIS_URL", &redis.url()),
+            ("TITUS_COUNT_NAMESPACE", "cli_settled"),
+        ],
+    );
+    // The process has exited: its final batch said so.
+    let config = titus_count::Config::default()
+        .redis_url(redis.url())
+        .namespace("cli_settled");
+    let snapshot = titus_count::Reader::connect(&config)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    let c = &snapshot.completeness;
+    assert_eq!((c.live, c.stale, c.exited), (0, 0, 1), "{snapshot:?}");
+    assert!(c.settled && c.complete_up_to.is_some(), "{snapshot:?}");
+    assert!(snapshot.instances[0].exited);
+}
+
 #[test]
 fn instances_history_and_flow() {
     let redis = filled(2, "cli_views");
     let url = redis.url();
     let out = ok(&cli(&url, "cli_views", &["instances"]));
     assert_eq!(
-        out.lines().filter(|l| l.ends_with("live")).count(),
+        out.lines().filter(|l| l.ends_with("exited")).count(),
         2,
         "{out}"
     );
     let json = ok(&cli(&url, "cli_views", &["instances", "--json"]));
     let checked = python(
-        "import json,sys; d=json.load(sys.stdin); print(len(d), all(not i['stale'] and not i['pending'] and i['pid'] > 0 for i in d))",
+        "import json,sys; d=json.load(sys.stdin); print(len(d), all(i['exited'] and not i['stale'] and not i['pending'] and i['pid'] > 0 for i in d))",
         &json,
     );
     assert_eq!(checked, "2 True");
@@ -230,7 +310,8 @@ fn prometheus_endpoint() {
             "counter cli_serve mid 900",
             "counter cli_serve odd\"stage\\ 5",
             "counter cli_serve out 850",
-            "live 1",
+            "exited 1",
+            "live 0",
             "stale 0",
         ]
     );
@@ -346,6 +427,18 @@ fn prune_deletes_only_silent_instances_in_every_shard() {
             ],
         );
     }
+    // The processes exited; their records are made to say they still run,
+    // as a live process's do.
+    for (shard, records) in records(&mut con).iter().enumerate() {
+        for (id, json) in records {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("titus:{{cli_prune:{shard}}}:instances"))
+                .arg(id)
+                .arg(json.replace("\"exited\":true", "\"exited\":false"))
+                .query(&mut con)
+                .unwrap();
+        }
+    }
     // One process in each shard went silent two days ago; the others
     // flushed just now.
     let two_days_ago = support::epoch_ms_ago(std::time::Duration::from_secs(2 * 86_400));
@@ -403,6 +496,22 @@ fn prune_deletes_only_silent_instances_in_every_shard() {
     left.sort();
     assert_eq!(left, live);
     assert_eq!(totals(&mut con), counts, "pruning touches no count");
+
+    // A process that said it exited goes once silent for the given time.
+    let one = run_child_ok(
+        "counting_process",
+        &[
+            ("TITUS_COUNT_REDIS_URL", &redis.url()),
+            ("TITUS_COUNT_NAMESPACE", "cli_prune"),
+            sharded[0],
+        ],
+    );
+    drop(one);
+    let out = run(&["prune", "--older-than", "1h"]);
+    assert!(out.contains("pruned 0 instances"), "{out}");
+    let out = run(&["prune", "--older-than", "0s"]);
+    assert!(out.contains("pruned 1 instance "), "{out}");
+    assert_eq!(records(&mut con).concat().len(), live.len());
 }
 
 /// A running `titus-count serve` on a port of the system's choosing; killed

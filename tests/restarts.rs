@@ -22,7 +22,8 @@ fn restarted_processes_add_up() {
     let env = [
         ("TITUS_COUNT_REDIS_URL", url.as_str()),
         ("TITUS_COUNT_NAMESPACE", "restarts"),
-        // Only the five explicit flushes send batches.
+        // Only the five explicit flushes and the final batch at exit send
+        // batches.
         ("TITUS_COUNT_INTERVAL", "1h"),
     ];
     let mut instances = Vec::new();
@@ -46,6 +47,6 @@ fn restarted_processes_add_up() {
             .arg(format!("titus:{{restarts}}:seq:{instance}"))
             .query(&mut con)
             .unwrap();
-        assert_eq!(seq, 5);
+        assert_eq!(seq, 6);
     }
 }

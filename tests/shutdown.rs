@@ -224,3 +224,34 @@ fn a_batch_in_doubt_at_exit_names_the_key_that_settles_it() {
         .sum();
     assert_eq!(totals, 6);
 }
+
+/// At exit, a final batch says the process exited. With every count already
+/// delivered and Redis gone, that record is not worth the shutdown timeout:
+/// the exit waits one I/O timeout and says so in a warning, with no count
+/// reported as undelivered.
+#[test]
+fn a_lost_exit_record_is_only_a_warning() {
+    if is_child("a_lost_exit_record_is_only_a_warning") {
+        support::log_to_stderr();
+        let mut redis = RedisServer::start();
+        let _guard = titus_count::Config::default()
+            .redis_url(redis.url())
+            .interval(std::time::Duration::from_secs(3600))
+            .shutdown_timeout(std::time::Duration::from_secs(3600))
+            .io_timeout(std::time::Duration::from_millis(300))
+            .init()
+            .unwrap();
+        titus_count::count!("shutdown.delivered", 3);
+        titus_count::flush().expect("flush");
+        assert_eq!(redis.totals("titus")["shutdown.delivered"], 3);
+        redis.stop();
+        return;
+    }
+    let output = run_child_ok("a_lost_exit_record_is_only_a_warning", &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("at exit every count was delivered, but not the record saying instance"),
+        "{log}"
+    );
+    assert!(!log.contains("[ERROR]"), "{log}");
+}

@@ -351,6 +351,10 @@ struct Flusher {
     in_doubt: Option<Batch>,
     /// Set once undelivered counts were reported at exit: nothing more is sent.
     closed: bool,
+    /// Set once the exit hook asked for the last flush: a final batch goes
+    /// out even with no counts, and records say the process has exited.
+    exiting: bool,
+    io_timeout: Duration,
     /// Whether the batch in doubt may have reached Redis.
     maybe_applied: bool,
     waiters: Vec<Waiter>,
@@ -376,6 +380,8 @@ impl Flusher {
             acked_cut_ms: now_ms(),
             in_doubt: None,
             closed: false,
+            exiting: false,
+            io_timeout: config.io_timeout,
             maybe_applied: false,
             waiters: Vec::new(),
             failures: 0,
@@ -444,17 +450,30 @@ impl Flusher {
 
     /// Registers a flush request: it is satisfied once the batch holding
     /// everything collected now is acknowledged.
-    fn accept(&mut self, request: Request) {
+    fn accept(&mut self, mut request: Request) {
         let mut reg = registry();
         reg.collect();
         let has_pending = reg.has_pending();
         drop(reg);
-        let need_seq = match (&self.in_doubt, has_pending) {
+        let need_seq = match (&self.in_doubt, has_pending || request.at_exit) {
             (Some(b), true) => b.seq + 1,
             (Some(b), false) => b.seq,
             (None, true) => self.seq + 1,
             (None, false) => self.acked,
         };
+        if request.at_exit {
+            // A final batch, with no counts if there are none left, writes
+            // a record that says the process has exited, so readers need
+            // not wait for it to turn stale. With nothing else to deliver
+            // it is not worth a long wait.
+            self.exiting = true;
+            if self.in_doubt.is_none() && !has_pending {
+                let now = Instant::now();
+                request.deadline = request
+                    .deadline
+                    .min(now.checked_add(self.io_timeout).unwrap_or(now));
+            }
+        }
         if need_seq <= self.acked {
             let _ = request.reply.send(Ok(()));
         } else {
@@ -487,7 +506,7 @@ impl Flusher {
                     reg.collect();
                     reg.take_pending()
                 };
-                if deltas.is_empty() && !heartbeat {
+                if deltas.is_empty() && !heartbeat && !self.exiting {
                     break;
                 }
                 heartbeat = false;
@@ -591,9 +610,11 @@ impl Flusher {
     /// the last batch applied, and more pending.
     fn instance_records(&self, batch: &Batch) -> Records {
         let pending = registry().has_pending();
-        let record = |complete_ms: u64, seq: u64, pending: bool| {
+        // Quiet: the batch carries no counts and none wait behind it.
+        let quiet = batch.deltas.is_empty() && !pending;
+        let record = |complete_ms: u64, seq: u64, pending: bool, quiet: bool, exited: bool| {
             format!(
-                "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{}}}",
+                "{{\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{},\"quiet\":{},\"exited\":{}}}",
                 json_string(&self.host),
                 std::process::id(),
                 self.started_ms,
@@ -602,11 +623,26 @@ impl Flusher {
                 self.interval.as_millis(),
                 seq,
                 pending,
+                quiet,
+                exited,
             )
         };
+        // Before any batch is applied, counts made before `init()` may be
+        // waiting: a refused batch's record then claims nothing.
+        let refused_complete_ms = if self.acked == 0 {
+            0
+        } else {
+            self.acked_cut_ms
+        };
         Records {
-            applied: record(batch.cut_ms, batch.seq, pending),
-            refused: record(self.acked_cut_ms, self.acked, true),
+            applied: record(
+                batch.cut_ms,
+                batch.seq,
+                pending,
+                quiet,
+                self.exiting && !pending,
+            ),
+            refused: record(refused_complete_ms, self.acked, true, false, false),
         }
     }
 
@@ -652,6 +688,15 @@ impl Flusher {
             reg.take_pending()
         };
         let instance = instance_id().unwrap_or("?");
+        let in_doubt_empty = self.in_doubt.as_ref().is_none_or(|b| b.deltas.is_empty());
+        if in_doubt_empty && pending.is_empty() {
+            // Only the final batch, with no counts, did not go out.
+            log::warn!(
+                "titus-count: at exit every count was delivered, but not the record saying instance {instance} exited ({}); readers will list it as stale",
+                self.last_error.as_deref().unwrap_or("timed out")
+            );
+            return;
+        }
         match &self.in_doubt {
             Some(batch) if self.maybe_applied => {
                 log::error!(
@@ -680,13 +725,13 @@ impl Flusher {
     }
 }
 
-/// Exponential back-off with jitter: a random delay in the upper half of
-/// `MIN_BACKOFF * 2^(failures-1)`, capped at `MAX_BACKOFF`.
 /// A wake-up time that never comes: a century from now.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
+/// Exponential back-off with jitter: a random delay in the upper half of
+/// `MIN_BACKOFF * 2^(failures-1)`, capped at `MAX_BACKOFF`.
 fn backoff(failures: u32) -> Duration {
     let exp = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let ceiling = exp.min(MAX_BACKOFF);

@@ -84,9 +84,15 @@ pub struct Instance {
     pub seq: u64,
     /// Whether it had more counts waiting when it last flushed.
     pub pending: bool,
+    /// Whether its last batch carried no counts and none were waiting: it
+    /// counted nothing in the interval before.
+    pub quiet: bool,
+    /// Whether its last batch was the final one of a process that exited
+    /// (its exit hook ran) with everything delivered: it sends no more.
+    pub exited: bool,
     /// Not heard from for three intervals plus the flusher's longest
-    /// back-off (30 s) and 5 s: presumed gone, and left out of the
-    /// completeness time.
+    /// back-off (30 s) and 5 s, without saying it exited: presumed gone,
+    /// and left out of the completeness time.
     pub stale: bool,
 }
 
@@ -95,14 +101,20 @@ pub struct Instance {
 #[non_exhaustive]
 pub struct Completeness {
     /// The oldest completeness time over live instances: the totals include
-    /// every count made before it. `None` without live instances.
+    /// every count made before it. Without live instances, the latest
+    /// completeness time of those that exited (everything they counted is
+    /// in); `None` if none did either.
     pub complete_up_to: Option<SystemTime>,
-    /// Every live instance has flushed with nothing pending.
+    /// The totals are final for now: at least one instance has flushed, and
+    /// every live one counted nothing in its last interval (its last batch
+    /// was empty, with nothing pending); exited instances sent everything.
     pub settled: bool,
-    /// Instances heard from lately.
+    /// Instances heard from lately that have not exited.
     pub live: usize,
     /// Instances presumed gone.
     pub stale: usize,
+    /// Instances that exited with everything delivered.
+    pub exited: usize,
     /// Instance records that could not be read (not written by a
     /// titus-count writer): left out of the instances and of the
     /// completeness time.
@@ -272,7 +284,8 @@ impl Reader {
         })
     }
 
-    /// The stale instances not heard from for at least `not_heard_for`:
+    /// The stale or exited instances not heard from for at least
+    /// `not_heard_for`:
     /// what [`prune_instances`](Self::prune_instances) would delete now.
     /// Records that cannot be read are left out.
     ///
@@ -292,16 +305,17 @@ impl Reader {
         Ok(found)
     }
 
-    /// Deletes the records of the stale instances not heard from for at
-    /// least `not_heard_for`, in every shard, and returns them. The one
+    /// Deletes the records of the stale or exited instances not heard from
+    /// for at least `not_heard_for`, in every shard, and returns them. The one
     /// write a reader makes: it needs `EVAL`, `HGET` and `HDEL` on the
     /// namespace's keys.
     ///
     /// Records of processes that are gone stay in the instances hash, shown
-    /// as stale, until pruned. Only stale records go (not heard from for
-    /// three intervals plus the flusher's longest back-off, 30 s, and a
-    /// margin of 5 s), so pruning never changes what the
-    /// completeness time says, whatever `not_heard_for` is. A record is
+    /// as stale or exited, until pruned. Only those records go (stale: not
+    /// heard from for three intervals plus the flusher's longest back-off,
+    /// 30 s, and a margin of 5 s; exited: the process said so), so pruning
+    /// never removes a process that may still send counts, whatever
+    /// `not_heard_for` is. A record is
     /// deleted only if it is still the one that was read (a script compares
     /// them), so a process that flushes meanwhile keeps its record. Pruning
     /// touches no count: totals and history stay as they are, and a process
@@ -375,7 +389,7 @@ impl Reader {
                 let silent = now
                     .duration_since(instance.last_flush)
                     .is_ok_and(|age| age >= not_heard_for);
-                if instance.stale && silent {
+                if (instance.stale || instance.exited) && silent {
                     found.push((shard, instance, json));
                 }
             }
@@ -502,12 +516,20 @@ fn parse_counts(raw: Fields) -> Result<BTreeMap<String, u64>, ReadError> {
 }
 
 fn completeness(instances: &[Instance]) -> Completeness {
-    let live: Vec<&Instance> = instances.iter().filter(|i| !i.stale).collect();
+    let live: Vec<&Instance> = instances.iter().filter(|i| !i.stale && !i.exited).collect();
+    let exited: Vec<&Instance> = instances.iter().filter(|i| i.exited).collect();
+    let complete_up_to = if live.is_empty() {
+        exited.iter().map(|i| i.complete).max()
+    } else {
+        live.iter().map(|i| i.complete).min()
+    };
     Completeness {
-        complete_up_to: live.iter().map(|i| i.complete).min(),
-        settled: !live.is_empty() && live.iter().all(|i| !i.pending),
+        complete_up_to,
+        settled: !(live.is_empty() && exited.is_empty())
+            && live.iter().all(|i| i.quiet && !i.pending),
         live: live.len(),
-        stale: instances.len() - live.len(),
+        stale: instances.len() - live.len() - exited.len(),
+        exited: exited.len(),
         unreadable: 0,
     }
 }
@@ -527,9 +549,12 @@ fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, R
     let ms = |key: &str| number(key).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
     let last_flush = ms("last_flush_ms")?;
     let interval = Duration::from_millis(number("interval_ms")?);
-    let stale = now
-        .duration_since(last_flush)
-        .is_ok_and(|age| age > stale_after(interval));
+    let flag = |key: &str| fields.get(key).is_some_and(|v| v == "true");
+    let exited = flag("exited");
+    let stale = !exited
+        && now
+            .duration_since(last_flush)
+            .is_ok_and(|age| age > stale_after(interval));
     Ok(Instance {
         host: fields.get("host").cloned().unwrap_or_default(),
         pid: u32::try_from(number("pid")?).map_err(|_| malformed())?,
@@ -539,7 +564,9 @@ fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, R
         complete: ms("complete_ms").unwrap_or(last_flush),
         interval,
         seq: number("seq")?,
-        pending: fields.get("pending").is_some_and(|v| v == "true"),
+        pending: flag("pending"),
+        quiet: flag("quiet"),
+        exited,
         stale,
         id,
     })
@@ -661,6 +688,13 @@ mod tests {
         );
         let later = now + Duration::from_secs(1 + 6 + 30 + 5 + 1);
         assert!(parse_instance("abc".into(), json, later).unwrap().stale);
+        // A process that said it exited is never stale.
+        let exited = json.replace(
+            "\"pending\":false",
+            "\"pending\":false,\"quiet\":true,\"exited\":true",
+        );
+        let i = parse_instance("abc".into(), &exited, later).unwrap();
+        assert_eq!((i.quiet, i.exited, i.stale), (true, true, false));
         assert!(parse_instance("abc".into(), "{\"pid\":", now).is_err());
     }
 
@@ -689,6 +723,8 @@ mod tests {
             interval: Duration::from_secs(2),
             seq: 1,
             pending,
+            quiet: !pending,
+            exited: false,
             stale,
         };
         let c = completeness(&[
@@ -698,8 +734,35 @@ mod tests {
         ]);
         assert_eq!(c.complete_up_to, Some(at(90)));
         assert!(c.settled);
-        assert_eq!((c.live, c.stale), (2, 1));
+        assert_eq!((c.live, c.stale, c.exited), (2, 1, 0));
         assert!(!completeness(&[instance(100, true, false)]).settled);
         assert_eq!(completeness(&[]).complete_up_to, None);
+        assert!(!completeness(&[]).settled);
+
+        // A live instance that counted in its last interval: complete up
+        // to its last batch, but not settled.
+        let busy = Instance {
+            quiet: false,
+            ..instance(100, false, false)
+        };
+        let c = completeness(&[busy.clone(), instance(90, false, false)]);
+        assert_eq!(c.complete_up_to, Some(at(90)));
+        assert!(!c.settled);
+
+        // Exited instances hold nothing back; alone, the last one to exit
+        // says how far the totals are complete.
+        let exited = |complete| Instance {
+            exited: true,
+            quiet: false,
+            ..instance(complete, false, false)
+        };
+        let c = completeness(&[exited(50), exited(70), instance(90, false, false)]);
+        assert_eq!(c.complete_up_to, Some(at(90)));
+        assert!(c.settled);
+        assert_eq!((c.live, c.stale, c.exited), (1, 0, 2));
+        let c = completeness(&[exited(50), exited(70)]);
+        assert_eq!(c.complete_up_to, Some(at(70)));
+        assert!(c.settled);
+        assert!(!completeness(&[exited(50), busy]).settled);
     }
 }

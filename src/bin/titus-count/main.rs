@@ -70,7 +70,7 @@ enum Command {
     },
     /// The processes that flush to the namespace, and which are stale.
     Instances {
-        /// Print JSON: [{"id", "host", "pid", "started_ms", "last_flush_ms", "complete_ms", "interval_ms", "seq", "pending", "stale"}].
+        /// Print JSON: [{"id", "host", "pid", "started_ms", "last_flush_ms", "complete_ms", "interval_ms", "seq", "pending", "quiet", "exited", "stale"}].
         #[arg(long)]
         json: bool,
     },
@@ -457,7 +457,7 @@ fn instances(config: &Config, out: &mut Out, json: bool) -> Result<(), Failure> 
             .iter()
             .map(|i| {
                 format!(
-                    "{{\"id\":{},\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{},\"stale\":{}}}",
+                    "{{\"id\":{},\"host\":{},\"pid\":{},\"started_ms\":{},\"last_flush_ms\":{},\"complete_ms\":{},\"interval_ms\":{},\"seq\":{},\"pending\":{},\"quiet\":{},\"exited\":{},\"stale\":{}}}",
                     json_string(&i.id),
                     json_string(&i.host),
                     i.pid,
@@ -467,6 +467,8 @@ fn instances(config: &Config, out: &mut Out, json: bool) -> Result<(), Failure> 
                     i.interval.as_millis(),
                     i.seq,
                     i.pending,
+                    i.quiet,
+                    i.exited,
                     i.stale
                 )
             })
@@ -490,11 +492,22 @@ fn instances(config: &Config, out: &mut Out, json: bool) -> Result<(), Failure> 
             format_time(i.started),
             format_time(i.last_flush),
             if i.pending { "yes" } else { "no" }.to_owned(),
-            if i.stale { "stale" } else { "live" }.to_owned(),
+            instance_state(i).to_owned(),
         ]);
     }
     out.text(&table)?;
     out.line(complete_line(&snapshot))
+}
+
+/// `live`, `stale` or `exited`.
+fn instance_state(i: &titus_count::Instance) -> &'static str {
+    if i.exited {
+        "exited"
+    } else if i.stale {
+        "stale"
+    } else {
+        "live"
+    }
 }
 
 fn flow(config: &Config, out: &mut Out, stages: &[String], json: bool) -> Result<(), Failure> {

@@ -129,26 +129,30 @@ pub fn json_string(s: &str) -> String {
 /// What every view says: up to when the totals are complete.
 pub fn complete_line(snapshot: &Snapshot) -> String {
     let c = &snapshot.completeness;
-    let stale = if c.stale > 0 {
-        format!(", {} stale", c.stale)
-    } else {
-        String::new()
-    };
+    let mut others = String::new();
+    for (n, what) in [
+        (c.exited, "exited"),
+        (c.stale, "stale"),
+        (c.unreadable, "unreadable"),
+    ] {
+        if n > 0 {
+            others.push_str(&format!(", {n} {what}"));
+        }
+    }
+    let live = format!(
+        "{} live instance{}{others}",
+        c.live,
+        if c.live == 1 { "" } else { "s" }
+    );
     match c.complete_up_to {
-        None => format!(
-            "No live instance ({} stale): the totals hold what was delivered.",
-            c.stale
-        ),
+        None => format!("No live instance ({live}): the totals hold what was delivered."),
         Some(t) if c.settled => format!(
-            "Settled: every live instance ({}{stale}) has flushed with nothing pending; complete up to {}.",
-            c.live,
+            "Settled: no live instance counted in its last interval ({live}); complete up to {}.",
             format_time(t)
         ),
         Some(t) => format!(
-            "Complete up to {}: every count made before it is in ({} live instance{}{stale}).",
-            format_time(t),
-            c.live,
-            if c.live == 1 { "" } else { "s" }
+            "Complete up to {}: every count made before it is in ({live}).",
+            format_time(t)
         ),
     }
 }

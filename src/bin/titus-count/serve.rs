@@ -48,7 +48,7 @@ pub fn exposition(snapshot: &Snapshot) -> String {
         ));
     }
     out.push_str(
-        "# HELP titus_count_settled 1 if every live instance has flushed with nothing pending.\n",
+        "# HELP titus_count_settled 1 if the totals are final for now: every live instance counted nothing in its last interval.\n",
     );
     out.push_str("# TYPE titus_count_settled gauge\n");
     out.push_str(&format!(
@@ -56,7 +56,7 @@ pub fn exposition(snapshot: &Snapshot) -> String {
         u8::from(c.settled)
     ));
     out.push_str(
-        "# HELP titus_count_instances Processes flushing to the namespace, live or stale.\n",
+        "# HELP titus_count_instances Processes flushing to the namespace: live, stale or exited.\n",
     );
     out.push_str("# TYPE titus_count_instances gauge\n");
     out.push_str(&format!(
@@ -66,6 +66,10 @@ pub fn exposition(snapshot: &Snapshot) -> String {
     out.push_str(&format!(
         "titus_count_instances{{namespace=\"{ns}\",state=\"stale\"}} {}\n",
         c.stale
+    ));
+    out.push_str(&format!(
+        "titus_count_instances{{namespace=\"{ns}\",state=\"exited\"}} {}\n",
+        c.exited
     ));
     out
 }
