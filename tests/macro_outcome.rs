@@ -281,3 +281,71 @@ fn outcome_counts_reach_redis() {
     assert_eq!(totals["outcome.sync.ok"], 3);
     assert_eq!(totals["outcome.sync.err"], 1);
 }
+
+/// With `impl Trait` in the return type, the rest of it still guides
+/// inference: `return Err(Box::new(..))` and `?` convert into the declared
+/// error type, as they do without the attribute.
+#[counted("outcome.impl_boxed_error", outcome)]
+fn impl_trait_with_boxed_error(fail: bool) -> Result<impl Display, Box<dyn std::error::Error>> {
+    if fail {
+        return Err(Box::new(std::io::Error::other("failed")));
+    }
+    let n: u32 = "7".parse()?;
+    Ok(n)
+}
+
+#[test]
+fn impl_trait_keeps_the_error_type_for_inference() {
+    assert_eq!(impl_trait_with_boxed_error(false).unwrap().to_string(), "7");
+    assert!(impl_trait_with_boxed_error(true).is_err());
+    assert_eq!(counts("outcome.impl_boxed_error"), (2, 1, 1));
+}
+
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>;
+
+/// A function that returns a `Result` holding a future is counted by that
+/// `Result`: the future inside is not the function's outcome.
+#[counted("outcome.result_of_future", outcome)]
+fn submit(
+    accept: bool,
+) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>, String> {
+    if !accept {
+        return Err("queue full".to_owned());
+    }
+    Ok(Box::pin(async { 5 }))
+}
+
+/// The `futures` crate's `FutureExt::boxed`, for the test.
+trait Boxed: std::future::Future + Send + Sized + 'static {
+    fn boxed(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>> {
+        Box::pin(self)
+    }
+}
+impl<F: std::future::Future + Send + 'static> Boxed for F {}
+
+/// `async { .. }.boxed()` as the tail: the future is watched, so a panic
+/// inside it is counted.
+#[counted("outcome.boxed_tail", panics)]
+fn boxed_tail(fail: bool) -> Task {
+    async move {
+        assert!(!fail, "failed inside the future");
+        3
+    }
+    .boxed()
+}
+
+#[test]
+fn futures_in_results_and_boxed_tails() {
+    assert_eq!(block_on(submit(true).unwrap()), 5);
+    assert!(submit(false).is_err());
+    assert_eq!(counts("outcome.result_of_future"), (2, 1, 1));
+
+    assert_eq!(block_on(boxed_tail(false)), 3);
+    let future = boxed_tail(true);
+    // Counted at the call, before the future runs.
+    assert_eq!(count_of("outcome.boxed_tail"), 2);
+    assert_eq!(count_of("outcome.boxed_tail.panic"), 0);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(future)));
+    assert!(caught.is_err());
+    assert_eq!(count_of("outcome.boxed_tail.panic"), 1);
+}

@@ -149,7 +149,7 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         // A guard held across an `.await` would also fire if the future were
         // dropped during somebody else's panic: watch each poll instead.
         Body::AsyncFn(ty) => {
-            let future = match ty.filter(|ty| !has_impl_trait(ty)) {
+            let future = match ty.map(infer_impl_trait) {
                 Some(ty) => quote! {
                     ::titus_count::__private::output_of::<#ty, _>(async move { #inner })
                 },
@@ -181,14 +181,17 @@ fn count_outcome(
     };
     let run = match body {
         Body::Sync(ty) => {
-            let annotation = ty.filter(|ty| !has_impl_trait(ty)).map(|ty| quote!(-> #ty));
+            let annotation = ty.map(|ty| {
+                let ty = infer_impl_trait(ty);
+                quote!(-> #ty)
+            });
             // Called through an `FnOnce` bound, so the body may move out of
             // its captures (returning `self`, say) as the function could.
             quote! {
                 let #result = ::titus_count::__private::call_once(move || #annotation { #(#stmts)* });
             }
         }
-        Body::AsyncFn(ty) => match ty.filter(|ty| !has_impl_trait(ty)) {
+        Body::AsyncFn(ty) => match ty.map(infer_impl_trait) {
             Some(ty) => quote! {
                 let #result = ::titus_count::__private::output_of::<#ty, _>(async move { #(#stmts)* }).await;
             },
@@ -206,7 +209,8 @@ fn count_outcome(
         Span::mixed_site().located_at(outcome_span),
     );
     let is_ok = match body {
-        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) if !has_impl_trait(ty) => {
+        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => {
+            let ty = infer_impl_trait(ty);
             quote_spanned! {outcome_span=> ::titus_count::__private::is_ok::<#ty>(&#located) }
         }
         _ => quote_spanned! {outcome_span=> ::titus_count::__private::Outcome::is_ok(&#located) },
@@ -261,19 +265,64 @@ fn future_body(args: &Args, stmts: &mut [Stmt], return_type: Option<&Type>) -> s
     Ok(())
 }
 
-/// Whether a return type names a future: `impl Future<..>`, `Pin<Box<dyn
-/// Future<..>>>` or a `BoxFuture` alias.
+/// Whether a return type is a future: `impl Future<..>`, `Pin<Box<dyn
+/// Future<..>>>`, `Box<dyn Future<..>>` or a `BoxFuture` alias. Only the
+/// outermost type counts: `Result<BoxFuture<..>, E>` is a `Result`. (The
+/// check is by name: a type alias of a future is not seen through.)
 fn returns_future(ty: Option<&Type>) -> bool {
-    fn walk(tokens: TokenStream) -> bool {
+    fn names_future(tokens: TokenStream) -> bool {
         tokens.into_iter().any(|tree| match tree {
-            proc_macro2::TokenTree::Ident(i) => {
-                i == "Future" || i == "BoxFuture" || i == "LocalBoxFuture"
-            }
-            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            proc_macro2::TokenTree::Ident(i) => i == "Future",
+            proc_macro2::TokenTree::Group(g) => names_future(g.stream()),
             _ => false,
         })
     }
-    ty.is_some_and(|ty| walk(quote!(#ty)))
+    match ty {
+        Some(Type::ImplTrait(t)) => t.bounds.iter().any(|bound| {
+            matches!(bound, syn::TypeParamBound::Trait(t)
+                if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+        }),
+        Some(Type::Path(p)) => p.path.segments.last().is_some_and(|s| {
+            s.ident == "BoxFuture"
+                || s.ident == "LocalBoxFuture"
+                || ((s.ident == "Pin" || s.ident == "Box") && names_future(quote!(#s)))
+        }),
+        Some(Type::Paren(p)) => returns_future(Some(&p.elem)),
+        Some(Type::Group(g)) => returns_future(Some(&g.elem)),
+        _ => false,
+    }
+}
+
+/// The type with every `impl Trait` in it replaced by `_`: what a closure's
+/// return type or a turbofish can say of it, keeping the rest (the error
+/// type that `?` and `return` convert into, say) for inference.
+fn infer_impl_trait(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    fn walk(ty: &mut Type) {
+        match ty {
+            Type::ImplTrait(_) => *ty = syn::parse_quote!(_),
+            Type::Path(p) => {
+                for segment in &mut p.path.segments {
+                    if let syn::PathArguments::AngleBracketed(args) = &mut segment.arguments {
+                        for arg in &mut args.args {
+                            if let syn::GenericArgument::Type(t) = arg {
+                                walk(t);
+                            }
+                        }
+                    }
+                }
+            }
+            Type::Reference(r) => walk(&mut r.elem),
+            Type::Tuple(t) => t.elems.iter_mut().for_each(walk),
+            Type::Array(a) => walk(&mut a.elem),
+            Type::Slice(s) => walk(&mut s.elem),
+            Type::Paren(p) => walk(&mut p.elem),
+            Type::Group(g) => walk(&mut g.elem),
+            _ => {}
+        }
+    }
+    walk(&mut ty);
+    ty
 }
 
 /// The first `return` of a statement, outside closures, `async` blocks and
@@ -293,8 +342,8 @@ fn find_return(stmt: &Stmt) -> Option<Span> {
     find.0
 }
 
-/// The `async` block a sync function returns as its tail expression, bare or
-/// in `Box::pin(...)`.
+/// The `async` block a sync function returns as its tail expression: bare,
+/// in `Box::pin(...)`, or boxed with `.boxed()` / `.boxed_local()`.
 fn tail_async_block(stmts: &mut [Stmt]) -> Option<&mut ExprAsync> {
     let Some(Stmt::Expr(tail, None)) = stmts.last_mut() else {
         return None;
@@ -309,21 +358,17 @@ fn tail_async_block(stmts: &mut [Stmt]) -> Option<&mut ExprAsync> {
                 _ => None,
             }
         }
+        // `async { .. }.boxed()`, as the `futures` crate's `FutureExt` has it.
+        Expr::MethodCall(call)
+            if call.args.is_empty() && (call.method == "boxed" || call.method == "boxed_local") =>
+        {
+            match &mut *call.receiver {
+                Expr::Async(block) => Some(block),
+                _ => None,
+            }
+        }
         _ => None,
     }
-}
-
-/// Whether a type mentions `impl Trait`, which a closure's return type
-/// cannot name.
-fn has_impl_trait(ty: &Type) -> bool {
-    fn walk(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|tree| match tree {
-            proc_macro2::TokenTree::Ident(i) => i == "impl",
-            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
-            _ => false,
-        })
-    }
-    walk(quote!(#ty))
 }
 
 /// Whether the tokens are an item that the compiler would accept where the
