@@ -46,7 +46,8 @@
 //!
 //! - A counted call is one thread-local load, test and add: no lock, no
 //!   allocation, no atomic read-modify-write, no write to a cache line that
-//!   another thread writes.
+//!   another thread writes. (A thread's first count at a site takes a lock
+//!   once and may allocate its cell.)
 //! - Nothing counted by a process that exits normally is lost: counts of
 //!   exited threads, counts made while Redis is unreachable, counts made
 //!   since the last interval (the guard and an exit hook deliver them).
@@ -56,7 +57,8 @@
 //! - Memory is bounded by threads times stages, never by messages or by how
 //!   long Redis is away.
 //! - A hard crash (SIGKILL, power loss) loses at most the counts since the
-//!   last acknowledged flush: one interval, which [`Config::interval`] sets.
+//!   last acknowledged flush: one interval, which [`Config::interval`] sets,
+//!   plus the time Redis was unreachable before it.
 //! - Counting works before and without [`init`]; [`local_totals`] reads this
 //!   process's counts at any time.
 
@@ -68,8 +70,10 @@
 ///
 /// `#[counted("stage")]` adds one to the calling thread's count for `stage`
 /// each time the function is entered, before its body runs. Functions with
-/// the same stage name add up. The function's signature, body, spans and
-/// documentation are unchanged: the count is a prefix, not a wrapper.
+/// the same stage name add up. The function's signature, spans and
+/// documentation are unchanged, and without `outcome` or `panics` so is its
+/// body: the count is a prefix, not a wrapper. (`outcome` and `panics` run
+/// the body inside a closure or a watched future to see how it ends.)
 ///
 /// The count goes through a `static` site and a thread-local cell: once a
 /// thread has counted at a site, a counted call costs a few instructions and
@@ -106,10 +110,13 @@
 /// | `panics` | also one under `stage.panic` when the body panics (not when the function is merely called, or an unfinished future dropped, while another panic unwinds) |
 ///
 /// With `outcome` or `panics`, a sync function that returns a future must
-/// return it as its tail expression, `async move { .. }` or
-/// `Box::pin(async move { .. })`, with no earlier `return`: the outcome and
-/// the panics are the future's, and a future returned some other way is a
-/// compile error rather than a miscount. `outcome` on a sync function runs
+/// return it as its tail expression, `async move { .. }`,
+/// `Box::pin(async move { .. })` or `async move { .. }.boxed()`, with no
+/// earlier `return`: the outcome and the panics are the future's, and a
+/// future returned some other way is a compile error rather than a
+/// miscount. A future is recognised by the return type as written (`impl
+/// Future`, `Pin<Box<dyn Future>>`, `Box<dyn Future>`, `BoxFuture`), not
+/// through a type alias; `Result<BoxFuture<..>, E>` is a `Result`. `outcome` on a sync function runs
 /// the body in a closure, so it does not combine with `#[track_caller]`.
 ///
 /// Stack the attribute to count one call under several stages. It combines
@@ -196,7 +203,9 @@
 /// assert_eq!(titus_count::local_totals()["fetch"], 1);
 /// ```
 ///
-/// Misuse is a compile error pointing at the attribute's arguments:
+/// Misuse is a compile error pointing at the offending tokens (the
+/// attribute's arguments, or the return type for `outcome` on a function
+/// that does not return a `Result`):
 ///
 /// ```compile_fail
 /// #[titus_count::counted]
@@ -216,9 +225,9 @@ pub use titus_count_macros::counted;
 
 pub use titus_count_runtime::count;
 pub use titus_count_runtime::{
-    Completeness, Config, FlushError, FlushGuard, Health, InitError, Instance, Minute, ReadError,
-    Reader, Snapshot, epoch_minute, flush, flush_timeout, health, init, instance_id, local_totals,
-    read_totals,
+    Completeness, Config, FlushError, FlushGuard, Health, InitError, Instance, MAX_HISTORY_MINUTES,
+    Minute, ReadError, Reader, Snapshot, epoch_minute, flush, flush_timeout, health, init,
+    instance_id, local_totals, read_totals,
 };
 
 /// Names of the environment variables and the defaults, for tools and tests.

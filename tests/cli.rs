@@ -208,6 +208,73 @@ fn settled_only_once_every_live_process_is_quiet() {
     assert_eq!((c.live, c.stale, c.exited), (0, 0, 1), "{snapshot:?}");
     assert!(c.settled && c.complete_up_to.is_some(), "{snapshot:?}");
     assert!(snapshot.instances[0].exited);
+
+    // A record another program wrote, not even UTF-8, is one unreadable
+    // record; every view still reads.
+    let _: () = redis::cmd("HSET")
+        .arg("titus:{cli_settled}:instances")
+        .arg(&b"foreign\xff"[..])
+        .arg(&b"\xfe\xff"[..])
+        .query(&mut redis.connection())
+        .unwrap();
+    let again = titus_count::Reader::connect(&config)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    assert_eq!(again.completeness.unreadable, 1);
+    assert_eq!(again.instances, snapshot.instances);
+    assert_eq!(again.totals, snapshot.totals);
+    let out = ok(&cli(&redis.url(), "cli_settled", &["totals"]));
+    assert!(out.contains("1 exited, 1 unreadable"), "{out}");
+}
+
+/// A long history is read in several round trips (4096 minutes times
+/// shards each), every minute in its place and summed over the shards; a
+/// range beyond the limit is an error, not a huge request.
+#[test]
+fn a_long_history_is_read_in_parts() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    // Two shards: 2048 minutes per round trip. Counts at the edges of the
+    // parts, some in both shards.
+    let from = 29_000_000u64;
+    let to = from + 5_000;
+    let marks = [
+        (from, 1),
+        (from + 2047, 2),
+        (from + 2048, 3),
+        (from + 4096, 4),
+        (to, 5),
+    ];
+    for (minute, n) in marks {
+        for shard in 0..2 {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("titus:{{cli_long:{shard}}}:minute:{minute}"))
+                .arg("in")
+                .arg(n * (shard + 1))
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+    let config = titus_count::Config::default()
+        .redis_url(redis.url())
+        .namespace("cli_long")
+        .shards(2);
+    let mut reader = titus_count::Reader::connect(&config).unwrap();
+    let history = reader.history(&["in".to_owned()], from, to).unwrap();
+    assert_eq!(history.len() as u64, to - from + 1);
+    for (i, minute) in history.iter().enumerate() {
+        assert_eq!(minute.minute, from + i as u64);
+        let expected = marks
+            .iter()
+            .find(|(m, _)| *m == minute.minute)
+            .map_or(0, |(_, n)| n * 3);
+        assert_eq!(minute.counts["in"], expected, "minute {}", minute.minute);
+    }
+    let err = reader
+        .history(&["in".to_owned()], 0, titus_count::MAX_HISTORY_MINUTES)
+        .unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
 }
 
 #[test]
@@ -313,6 +380,7 @@ fn prometheus_endpoint() {
             "exited 1",
             "live 0",
             "stale 0",
+            "unreadable 0",
         ]
     );
 }

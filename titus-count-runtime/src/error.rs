@@ -170,6 +170,13 @@ pub enum ReadError {
         /// The value found.
         value: String,
     },
+    /// A history range longer than the reader reads.
+    RangeTooLong {
+        /// Minutes asked for.
+        minutes: u64,
+        /// The most minutes read at once.
+        max: u64,
+    },
 }
 
 impl fmt::Display for ReadError {
@@ -180,6 +187,10 @@ impl fmt::Display for ReadError {
             ReadError::Malformed { stage, value } => {
                 write!(f, "stage `{stage}` holds `{value}`, which is not a count")
             }
+            ReadError::RangeTooLong { minutes, max } => write!(
+                f,
+                "a history of {minutes} minutes was asked for; at most {max} are read at once"
+            ),
         }
     }
 }

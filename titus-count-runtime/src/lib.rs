@@ -35,7 +35,10 @@ pub use config::{
 pub use error::{FlushError, InitError, ReadError};
 pub use flusher::{FlushGuard, flush, flush_timeout, init, instance_id};
 pub use health::{Health, health};
-pub use read::{Completeness, Instance, Minute, Reader, Snapshot, epoch_minute, read_totals};
+pub use read::{
+    Completeness, Instance, MAX_HISTORY_MINUTES, Minute, Reader, Snapshot, epoch_minute,
+    read_totals,
+};
 pub use site::local_totals;
 
 /// Support for macro expansions. Not public API.

@@ -239,7 +239,7 @@ impl Reader {
             .iter()
             .map(|keys| redis::cmd("HGETALL").arg(keys.totals()).clone())
             .collect();
-        let shards: Vec<Fields> = self.pipeline(commands)?;
+        let shards: Vec<RawFields> = self.pipeline(commands)?;
         merge_counts(shards)
     }
 
@@ -263,11 +263,12 @@ impl Reader {
                     .map(move |keys| redis::cmd("HGETALL").arg(key(keys)).clone())
             })
             .collect();
-        let mut instances: Vec<Fields> = self.pipeline(commands)?;
+        let mut instances: Vec<RawFields> = self.pipeline(commands)?;
         let replies = instances.split_off(self.shards.len());
         let now = SystemTime::now();
         let records: Vec<_> = instances.into_iter().flatten().collect();
         let read = records.len();
+        let records: Vec<(String, String)> = records.into_iter().filter_map(text_pair).collect();
         // One foreign record must not hide every other view.
         let mut instances: Vec<Instance> = records
             .into_iter()
@@ -378,11 +379,11 @@ impl Reader {
             .iter()
             .map(|keys| redis::cmd("HGETALL").arg(keys.instances()).clone())
             .collect();
-        let shards: Vec<Fields> = self.pipeline(commands)?;
+        let shards: Vec<RawFields> = self.pipeline(commands)?;
         let now = SystemTime::now();
         let mut found = Vec::new();
         for (shard, records) in shards.into_iter().enumerate() {
-            for (id, json) in records {
+            for (id, json) in records.into_iter().filter_map(text_pair) {
                 let Ok(instance) = parse_instance(id, &json, now) else {
                     continue;
                 };
@@ -414,12 +415,27 @@ impl Reader {
     }
 
     /// The per-minute counts of `stages` for the minutes `from..=to`
-    /// (minutes since the Unix epoch), oldest first, in one round trip.
-    /// Minutes older than the history retention read as zero.
+    /// (minutes since the Unix epoch), oldest first: one round trip for up
+    /// to 4096 minutes times shards, more for longer ranges. Minutes older than the history retention read as
+    /// zero.
     ///
     /// # Errors
     ///
-    /// As [`read_totals`].
+    /// As [`read_totals`], and [`ReadError::RangeTooLong`] for more than
+    /// [`MAX_HISTORY_MINUTES`] minutes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use titus_count_runtime::{Config, Reader, epoch_minute};
+    ///
+    /// let mut reader = Reader::connect(&Config::from_env())?;
+    /// let now = epoch_minute(std::time::SystemTime::now());
+    /// for minute in reader.history(&["in".to_owned()], now - 59, now)? {
+    ///     println!("{}: {}", minute.minute, minute.counts["in"]);
+    /// }
+    /// # Ok::<(), titus_count_runtime::ReadError>(())
+    /// ```
     pub fn history(
         &mut self,
         stages: &[String],
@@ -428,6 +444,13 @@ impl Reader {
     ) -> Result<Vec<Minute>, ReadError> {
         if stages.is_empty() || from > to {
             return Ok(Vec::new());
+        }
+        let minutes = (to - from).saturating_add(1);
+        if minutes > MAX_HISTORY_MINUTES {
+            return Err(ReadError::RangeTooLong {
+                minutes,
+                max: MAX_HISTORY_MINUTES,
+            });
         }
         // A stage asked for twice is read, and counted, once.
         let mut unique: Vec<String> = Vec::with_capacity(stages.len());
@@ -438,17 +461,30 @@ impl Reader {
         }
         let stages = &unique[..];
         let shards = self.shards.len();
-        let commands = (from..=to)
-            .flat_map(|minute| {
-                self.shards.iter().map(move |keys| {
-                    redis::cmd("HMGET")
-                        .arg(keys.minute(minute))
-                        .arg(stages)
-                        .clone()
+        // Whole minutes per round trip, so a long range or many shards
+        // never build one huge request.
+        let per_trip = (HISTORY_COMMANDS_PER_TRIP / shards).max(1) as u64;
+        let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+        let mut start = from;
+        loop {
+            let end = start.saturating_add(per_trip - 1).min(to);
+            let commands = (start..=end)
+                .flat_map(|minute| {
+                    self.shards.iter().map(move |keys| {
+                        redis::cmd("HMGET")
+                            .arg(keys.minute(minute))
+                            .arg(stages)
+                            .clone()
+                    })
                 })
-            })
-            .collect();
-        let rows: Vec<Vec<Option<String>>> = self.pipeline(commands)?;
+                .collect();
+            let trip: Vec<Vec<Option<String>>> = self.pipeline(commands)?;
+            rows.extend(trip);
+            if end == to {
+                break;
+            }
+            start = end + 1;
+        }
         (from..=to)
             .zip(rows.chunks(shards))
             .map(|(minute, shard_rows)| {
@@ -475,6 +511,14 @@ impl Reader {
     }
 }
 
+/// The longest range [`Reader::history`] reads: 366 days of minutes, more
+/// than the longest history retention.
+pub const MAX_HISTORY_MINUTES: u64 = 366 * 24 * 60;
+
+/// How many commands (minutes times shards) [`Reader::history`] sends in
+/// one round trip.
+const HISTORY_COMMANDS_PER_TRIP: usize = 4096;
+
 /// Minutes since the Unix epoch of a time.
 ///
 /// # Examples
@@ -489,10 +533,21 @@ pub fn epoch_minute(time: SystemTime) -> u64 {
 }
 
 /// The field-value pairs of a hash.
-type Fields = Vec<(String, String)>;
+/// The field-value pairs of a hash, as bytes: a field or value that is not
+/// UTF-8 (written by another program) is then one bad entry, not a failed
+/// read of the whole hash.
+type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A field and value as text, if both are UTF-8.
+fn text_pair((field, value): (Vec<u8>, Vec<u8>)) -> Option<(String, String)> {
+    Some((
+        String::from_utf8(field).ok()?,
+        String::from_utf8(value).ok()?,
+    ))
+}
 
 /// Sums the totals hashes of several shards.
-fn merge_counts(shards: Vec<Fields>) -> Result<BTreeMap<String, u64>, ReadError> {
+fn merge_counts(shards: Vec<RawFields>) -> Result<BTreeMap<String, u64>, ReadError> {
     let mut totals = BTreeMap::new();
     for shard in shards {
         for (stage, n) in parse_counts(shard)? {
@@ -506,11 +561,20 @@ fn merge_counts(shards: Vec<Fields>) -> Result<BTreeMap<String, u64>, ReadError>
     Ok(totals)
 }
 
-fn parse_counts(raw: Fields) -> Result<BTreeMap<String, u64>, ReadError> {
+fn parse_counts(raw: RawFields) -> Result<BTreeMap<String, u64>, ReadError> {
     raw.into_iter()
-        .map(|(stage, value)| match value.parse::<u64>() {
-            Ok(count) => Ok((stage, count)),
-            Err(_) => Err(ReadError::Malformed { stage, value }),
+        .map(|(stage, value)| {
+            let count = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (String::from_utf8(stage), count) {
+                (Ok(stage), Some(count)) => Ok((stage, count)),
+                (stage, _) => Err(ReadError::Malformed {
+                    stage: stage
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    value: String::from_utf8_lossy(&value).into_owned(),
+                }),
+            }
         })
         .collect()
 }

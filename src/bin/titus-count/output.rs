@@ -58,9 +58,29 @@ impl Table {
         }
     }
 
+    /// Adds a row. Control characters in a cell (from a record another
+    /// program wrote) are shown escaped, never sent to the terminal.
     pub fn row(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows
+            .push(row.into_iter().map(|cell| printable(&cell)).collect());
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`), so it cannot
+/// move the cursor or change the terminal.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for Table {
@@ -178,6 +198,15 @@ pub fn chart(stage: &str, values: &[u64]) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("web-1"), "web-1");
+        assert_eq!(printable("a\u{1b}]0;x\u{7}b"), "a\\u{1b}]0;x\\u{7}b");
+        let mut table = Table::new(&["host"]);
+        table.row(vec!["evil\u{1b}[2J".to_owned()]);
+        assert!(!table.to_string().contains('\u{1b}'));
+    }
 
     #[test]
     fn times_format_as_utc() {

@@ -56,7 +56,7 @@ pub fn exposition(snapshot: &Snapshot) -> String {
         u8::from(c.settled)
     ));
     out.push_str(
-        "# HELP titus_count_instances Processes flushing to the namespace: live, stale or exited.\n",
+        "# HELP titus_count_instances Processes flushing to the namespace: live, stale or exited, and records that could not be read.\n",
     );
     out.push_str("# TYPE titus_count_instances gauge\n");
     out.push_str(&format!(
@@ -70,6 +70,10 @@ pub fn exposition(snapshot: &Snapshot) -> String {
     out.push_str(&format!(
         "titus_count_instances{{namespace=\"{ns}\",state=\"exited\"}} {}\n",
         c.exited
+    ));
+    out.push_str(&format!(
+        "titus_count_instances{{namespace=\"{ns}\",state=\"unreadable\"}} {}\n",
+        c.unreadable
     ));
     out
 }
