@@ -174,6 +174,13 @@ extern "C" fn callback(x: i32) -> i32 {
     x + 1
 }
 
+/// `panics` on an ABI that may unwind: counted, and the panic goes on.
+#[counted("shape.extern_unwind", panics)]
+extern "C-unwind" fn may_unwind(fail: bool) -> i32 {
+    assert!(!fail, "failed across the C-unwind boundary");
+    1
+}
+
 #[test]
 fn unsafe_and_extern_functions() {
     let x = 7;
@@ -183,6 +190,11 @@ fn unsafe_and_extern_functions() {
     assert_eq!(f(1), 2);
     assert_eq!(count_of("shape.unsafe"), 1);
     assert_eq!(count_of("shape.extern"), 1);
+
+    assert_eq!(may_unwind(false), 1);
+    assert!(std::panic::catch_unwind(|| may_unwind(true)).is_err());
+    assert_eq!(count_of("shape.extern_unwind"), 2);
+    assert_eq!(count_of("shape.extern_unwind.panic"), 1);
 }
 
 mod inner {

@@ -62,6 +62,23 @@ fn try_expand(args: &Args, item: TokenStream) -> syn::Result<TokenStream> {
             ),
         ));
     }
+    // A panic cannot unwind out of an `extern "C"` function: the process
+    // aborts, and no count could be delivered.
+    if let (Some(panics), Some(abi)) = (&args.panics, &sig.abi) {
+        let name = abi
+            .name
+            .as_ref()
+            .map_or_else(|| "C".to_owned(), LitStr::value);
+        if name != "Rust" && !name.ends_with("-unwind") {
+            return Err(syn::Error::new_spanned(
+                panics,
+                format!(
+                    "`panics` cannot count panics of `extern \"{name}\" fn {}`: a panic there aborts the process; use `extern \"{name}-unwind\"` if it may unwind",
+                    sig.ident
+                ),
+            ));
+        }
+    }
     if args.outcome.is_some()
         && sig.asyncness.is_none()
         && let Some(track_caller) = attrs.iter().find(|a| a.path().is_ident("track_caller"))

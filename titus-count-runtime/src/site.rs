@@ -306,7 +306,8 @@ const fn is_at(text: &[u8], at: usize, suffix: &[u8]) -> bool {
 /// Amounts that can be counted: the unsigned integers.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a count: `by` and `count!` take an unsigned integer",
-    label = "expected `u8`, `u16`, `u32`, `u64` or `usize`"
+    label = "expected `u8`, `u16`, `u32`, `u64` or `usize`",
+    note = "convert a signed amount (`u64::try_from(n)`); unsuffixed literals alone (`2 * 3`) make an `i32`: suffix one, as in `2u64`"
 )]
 pub trait Count {
     /// The amount as a `u64`.
