@@ -320,7 +320,10 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string: quotes and backslashes escaped, control
+/// characters as `\u00XX`. Instance records use it, and so does the
+/// `titus-count` command's JSON output (through `__private`).
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

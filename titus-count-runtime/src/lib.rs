@@ -44,6 +44,7 @@ pub use site::local_totals;
 /// Support for macro expansions. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::flusher::json_string;
     pub use crate::outcome::{OnPanic, Outcome, call_once, is_ok, output_of, watch_panics};
     pub use crate::site::{Count, Site, Slot, add, check_count_literal};
     pub use std::thread_local;

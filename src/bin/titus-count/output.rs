@@ -132,19 +132,8 @@ pub fn format_time(time: SystemTime) -> String {
     )
 }
 
-pub fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// JSON string escaping, the same as the writer's instance records use.
+pub use titus_count::__private::json_string;
 
 /// What every view says: up to when the totals are complete.
 pub fn complete_line(snapshot: &Snapshot) -> String {

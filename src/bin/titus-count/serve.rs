@@ -195,6 +195,12 @@ fn refuse(stream: TcpStream) {
             "too many connections\n".to_owned(),
         );
         let _ = (&stream).write_all(&response.bytes(false));
+        // Close our side, then drop what the client already sent: closing
+        // with unread data would reset the connection, and the client
+        // could lose the 503 with it.
+        let _ = stream.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 8192];
+        while let Ok(1..) = (&stream).read(&mut sink) {}
     }
 }
 
