@@ -9,11 +9,14 @@ ensure_redis_server
 ensure_rust_components
 ensure_prometheus_parser
 ensure_openssl
+ensure_faketime
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy (default features, then all features: TLS)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo check of the crates alone (without the dev-dependencies' features)"
+cargo check --workspace --lib --bins
 echo "==> cargo test (all features)"
 cargo test --workspace --all-features
 echo "==> loom model of the per-thread cell protocol"

@@ -314,7 +314,8 @@ fn returns_future(ty: Option<&Type>) -> bool {
 /// return type or a turbofish can say of it, keeping the rest (the error
 /// type that `?` and `return` convert into, say) for inference.
 fn infer_impl_trait(ty: &Type) -> Type {
-    let mut ty = ty.clone();
+    // Through tokens: syn's `Clone` impls are a feature this crate leaves off.
+    let mut ty: Type = syn::parse2(quote!(#ty)).expect("a type parses again");
     fn walk(ty: &mut Type) {
         match ty {
             Type::ImplTrait(_) => *ty = syn::parse_quote!(_),
