@@ -33,6 +33,13 @@ ensure_prometheus_parser() {
         || apt_install python3-prometheus-client
 }
 
+# The clock tests run processes with a wrong wall clock through libfaketime.
+ensure_faketime() {
+    [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && return
+    echo "==> installing faketime (Debian package, test only)"
+    apt_install faketime
+}
+
 # The TLS tests make their certificates with the openssl command.
 ensure_openssl() {
     command -v openssl >/dev/null && return

@@ -8,14 +8,13 @@ mod support;
 use support::{RedisServer, is_child, run_child_ok};
 
 /// The README's writer rule, for the namespace `acl`.
-const WRITER_RULE: &str = "on >writer-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +evalsha +eval +hset +get +type +hget +hincrby +set +expire";
+const WRITER_RULE: &str = "on >writer-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +evalsha +eval +hset +get +type +hget +hincrby +set +expire +time";
 /// The README's reader rule, for the namespace `acl`.
-const READER_RULE: &str =
-    "on >reader-s3cret resetkeys %R~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec";
+const READER_RULE: &str = "on >reader-s3cret resetkeys %R~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +time";
 
 /// The reader's rule with write access to the keys and the prune script's
 /// commands, as the README gives it for `titus-count prune`.
-const PRUNER_RULE: &str = "on >pruner-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +eval +hget +hdel";
+const PRUNER_RULE: &str = "on >pruner-s3cret resetkeys ~titus:{acl}:* resetchannels -@all +hgetall +hmget +multi +exec +time +eval +hget +hdel";
 
 fn acl_setuser(con: &mut redis::Connection, user: &str, rule: &str) {
     let _: () = redis::cmd("ACL")

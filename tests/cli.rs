@@ -277,6 +277,58 @@ fn a_long_history_is_read_in_parts() {
     assert!(err.to_string().contains("at most"), "{err}");
 }
 
+/// A process whose clock is a day behind is live all the same, to a reader
+/// whose clock is a day ahead: Redis's clock stamps each record's last
+/// flush, and readers judge liveness by Redis's clock too.
+#[test]
+fn wrong_clocks_do_not_make_a_live_process_stale() {
+    let test = "wrong_clocks_do_not_make_a_live_process_stale";
+    if is_child(test) {
+        let _guard = titus_count::init();
+        titus_count::count!("skewed", 2);
+        titus_count::flush().expect("flush");
+        println!("flushed");
+        // Flushing every interval until the parent is done and kills it.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let behind = support::wrong_clock("-1d");
+    let mut env: Vec<(&str, &str)> = behind.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("TITUS_COUNT_REDIS_URL", url.as_str()),
+        ("TITUS_COUNT_NAMESPACE", "cli_clock"),
+        ("TITUS_COUNT_INTERVAL", "200ms"),
+    ]);
+    let child = support::spawn_child_guarded(test, &env);
+    let config = titus_count::Config::default()
+        .redis_url(url.as_str())
+        .namespace("cli_clock");
+    let mut reader = titus_count::Reader::connect(&config).unwrap();
+    let mut snapshot = None;
+    support::wait_until("the process flushes", Duration::from_secs(30), || {
+        let s = reader.snapshot().unwrap();
+        let flushed = s.totals.get("skewed") == Some(&2);
+        snapshot = Some(s);
+        flushed
+    });
+    let snapshot = snapshot.unwrap();
+    let [me] = snapshot.instances.as_slice() else {
+        panic!("{snapshot:?}")
+    };
+    assert!(!me.stale && !me.exited, "{me:?}");
+    assert_eq!(snapshot.completeness.live, 1, "{snapshot:?}");
+
+    // A reader a day ahead sees it live too.
+    let ahead = support::wrong_clock("+1d");
+    let ahead: Vec<(&str, &str)> = ahead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let json = support::titus_count_ok(&url, "cli_clock", &["instances", "--json"], &ahead);
+    assert!(json.contains("\"stale\":false"), "{json}");
+    drop(child);
+}
+
 #[test]
 fn instances_history_and_flow() {
     let redis = filled(2, "cli_views");

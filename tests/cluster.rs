@@ -434,7 +434,7 @@ fn a_sharded_namespace_writes_each_process_to_its_shard_and_reads_merged() {
 
 /// The README's writer rule plus what a cluster client needs: `PING` and
 /// `CLUSTER SLOTS`, to check a node and learn which node owns which slot.
-const CLUSTER_WRITER_RULE: &str = "on >writer-pw resetkeys ~titus:{cl_acl}:* resetchannels -@all +evalsha +eval +hset +get +type +hget +hincrby +set +expire +cluster|slots +ping";
+const CLUSTER_WRITER_RULE: &str = "on >writer-pw resetkeys ~titus:{cl_acl}:* resetchannels -@all +evalsha +eval +hset +get +type +hget +hincrby +set +expire +time +cluster|slots +ping";
 
 #[test]
 fn the_minimal_acl_user_is_enough_on_a_cluster() {

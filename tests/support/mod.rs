@@ -371,6 +371,22 @@ pub fn spawn_child(test: &str, envs: &[(&str, &str)]) -> Child {
         .expect("spawn the test binary as a child")
 }
 
+/// Environment that runs a process with its wall clock moved by `offset`
+/// (`"-1d"`, `"+2h"`) through libfaketime (Debian package `faketime`); its
+/// monotonic clock is left alone, so timeouts still work.
+pub fn wrong_clock(offset: &str) -> [(&'static str, String); 3] {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(LIB).exists(),
+        "{LIB} is missing: install the Debian package `faketime`"
+    );
+    [
+        ("LD_PRELOAD", LIB.to_owned()),
+        ("FAKETIME", offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+}
+
 /// Starts the test named `test` in a child process without waiting, killed
 /// if the guard is dropped before [`ChildGuard::wait`] (a test panicked).
 pub fn spawn_child_guarded(test: &str, envs: &[(&str, &str)]) -> ChildGuard {

@@ -228,6 +228,41 @@ impl Reader {
         result.map_err(|e| self.error(e))
     }
 
+    /// The hashes `commands` read, and Redis's clock: in one round trip on
+    /// one server, in two on a cluster (whose pipelines take no `TIME`).
+    /// Liveness is judged by Redis's clock, which also stamps every
+    /// record's last flush, so neither the writers' nor this machine's
+    /// clock can make a live process look stale.
+    fn hashes_and_time(
+        &mut self,
+        mut commands: Vec<redis::Cmd>,
+    ) -> Result<(Vec<RawFields>, SystemTime), ReadError> {
+        let parsing = |e: redis::ParsingError| ReadError::Redis(format!("unexpected reply: {e}"));
+        let (replies, time): (Vec<redis::Value>, redis::Value) = match &mut self.con {
+            Conn::Single(_) => {
+                commands.push(redis::cmd("TIME"));
+                let mut replies: Vec<redis::Value> = self.pipeline(commands)?;
+                let time = replies.pop().expect("a reply to TIME");
+                (replies, time)
+            }
+            Conn::Cluster(_) => {
+                let replies = self.pipeline(commands)?;
+                let Conn::Cluster(con) = &mut self.con else {
+                    unreachable!("matched above")
+                };
+                let time = redis::cmd("TIME").query(con).map_err(|e| self.error(e))?;
+                (replies, time)
+            }
+        };
+        let (secs, micros): (u64, u64) = redis::from_redis_value(time).map_err(parsing)?;
+        let now = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+        let hashes = replies
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(parsing))
+            .collect::<Result<_, _>>()?;
+        Ok((hashes, now))
+    }
+
     /// The global totals: stage -> all-time count, merged over the shards.
     ///
     /// # Errors
@@ -244,7 +279,8 @@ impl Reader {
     }
 
     /// Totals, instances and completeness in one round trip (atomically,
-    /// with `MULTI`/`EXEC`, on one server).
+    /// with `MULTI`/`EXEC`, on one server; in two on a cluster, the second
+    /// for Redis's clock).
     ///
     /// # Errors
     ///
@@ -263,9 +299,8 @@ impl Reader {
                     .map(move |keys| redis::cmd("HGETALL").arg(key(keys)).clone())
             })
             .collect();
-        let mut instances: Vec<RawFields> = self.pipeline(commands)?;
+        let (mut instances, now) = self.hashes_and_time(commands)?;
         let replies = instances.split_off(self.shards.len());
-        let now = SystemTime::now();
         let records: Vec<_> = instances.into_iter().flatten().collect();
         let read = records.len();
         let records: Vec<(String, String)> = records.into_iter().filter_map(text_pair).collect();
@@ -379,8 +414,7 @@ impl Reader {
             .iter()
             .map(|keys| redis::cmd("HGETALL").arg(keys.instances()).clone())
             .collect();
-        let shards: Vec<RawFields> = self.pipeline(commands)?;
-        let now = SystemTime::now();
+        let (shards, now) = self.hashes_and_time(commands)?;
         let mut found = Vec::new();
         for (shard, records) in shards.into_iter().enumerate() {
             for (id, json) in records.into_iter().filter_map(text_pair) {

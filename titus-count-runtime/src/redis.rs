@@ -71,20 +71,31 @@ impl Keys {
 /// that more are pending, so readers neither take the process for gone nor
 /// its counts for complete.
 pub(crate) const BATCH_SCRIPT: &str = r#"
+-- Replicate effects, not the script: it reads the clock (Redis 3.2 to 4
+-- need this; later versions always do it).
+if redis.replicate_commands then redis.replicate_commands() end
 -- The instance record is written on every path below, so its key is
 -- checked first.
 local it = redis.call('TYPE', KEYS[4])['ok']
 if it ~= 'hash' and it ~= 'none' then
   return redis.error_reply('WRONGTYPE titus-count key ' .. KEYS[4] .. ' holds a ' .. it .. ', not a hash')
 end
+-- The record's last flush is stamped by Redis's clock, which readers also
+-- read: a writer's or reader's wrong clock cannot make a live process
+-- look stale.
+local now = redis.call('TIME')
+local now_ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local function stamped(record)
+  return (string.gsub(record, '"last_flush_ms":%d+', '"last_flush_ms":' .. now_ms, 1))
+end
 local function refuse(message)
-  redis.call('HSET', KEYS[4], ARGV[4], ARGV[6])
+  redis.call('HSET', KEYS[4], ARGV[4], stamped(ARGV[6]))
   return redis.error_reply(message)
 end
 local seq = tonumber(ARGV[1])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if last ~= nil and seq <= last then
-  redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[4], stamped(ARGV[5]))
   return 0
 end
 -- Whether a string is an integer as HINCRBY reads it: canonical decimal
@@ -139,7 +150,7 @@ end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 -- Last, so the record never claims a batch that was refused.
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[4], stamped(ARGV[5]))
 return 1
 "#;
 
