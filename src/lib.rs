@@ -107,6 +107,7 @@
 /// | `"stage"` (first, required) | one under `stage` per call, on entry |
 /// | `by = EXPR` | `EXPR` instead of one, evaluated on entry with the parameters in scope; an unsigned integer |
 /// | `outcome` | also one under `stage.ok` or `stage.err` by the `Result` the function returns, early `return` and `?` included; the function must return a `Result` (aliases such as `io::Result` work) |
+/// | `crate = PATH` | nothing more: the expansion reaches titus-count through `PATH` instead of `::titus_count`, for a crate that re-exports it (`crate = my_facade::titus_count`) or depends on it under another name |
 /// | `panics` | also one under `stage.panic` when the body panics (not when the function is merely called, or an unfinished future dropped, while another panic unwinds); refused on an `extern "C"` function, where a panic aborts (`extern "C-unwind"` works), and never counts in a `panic = "abort"` build |
 ///
 /// With `outcome` or `panics`, a sync function that returns a future must

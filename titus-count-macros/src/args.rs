@@ -5,8 +5,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::{Expr, Ident, LitStr, Token};
 
 /// The accepted form, quoted in every error.
-pub(crate) const USAGE: &str =
-    "expected `#[counted(\"stage\")]`, optionally followed by `by = EXPR`, `outcome` and `panics`";
+pub(crate) const USAGE: &str = "expected `#[counted(\"stage\")]`, optionally followed by `by = EXPR`, `outcome`, `panics` and `crate = PATH`";
 
 /// Longest stage name accepted, in bytes: derived names such as
 /// `STAGE.panic` must stay within the runtime's limit of 128.
@@ -22,6 +21,25 @@ pub(crate) struct Args {
     pub(crate) outcome: Option<Ident>,
     /// `panics`: also count `STAGE.panic` when the body panics.
     pub(crate) panics: Option<Ident>,
+    /// `crate = PATH`: where the expansion finds titus-count, for a crate
+    /// that re-exports it or depends on it under another name.
+    pub(crate) krate: Option<syn::Path>,
+}
+
+impl Args {
+    /// The path of titus-count's support module for the expansion.
+    pub(crate) fn private(&self) -> proc_macro2::TokenStream {
+        self.private_at(Span::call_site())
+    }
+
+    /// Like [`private`](Self::private), spanned at `span` (where a type
+    /// error in the call it starts is reported).
+    pub(crate) fn private_at(&self, span: Span) -> proc_macro2::TokenStream {
+        match &self.krate {
+            Some(path) => quote::quote_spanned! {span=> #path::__private },
+            None => quote::quote_spanned! {span=> ::titus_count::__private },
+        }
+    }
 }
 
 impl Parse for Args {
@@ -47,13 +65,15 @@ impl Parse for Args {
             by: None,
             outcome: None,
             panics: None,
+            krate: None,
         };
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
                 break;
             }
-            let name: Ident = input.parse().map_err(|e| {
+            // `crate` is a keyword, which a plain `Ident` refuses.
+            let name: Ident = syn::ext::IdentExt::parse_any(input).map_err(|e| {
                 syn::Error::new(e.span(), format!("expected an argument name: {USAGE}"))
             })?;
             let duplicate = |set: bool| {
@@ -69,14 +89,11 @@ impl Parse for Args {
             match name.to_string().as_str() {
                 "by" => {
                     duplicate(args.by.is_some())?;
-                    if !input.peek(Token![=]) {
-                        return Err(syn::Error::new_spanned(
-                            &name,
-                            "expected `by = EXPR`, such as `by = batch.len()`",
-                        ));
-                    }
-                    input.parse::<Token![=]>()?;
-                    args.by = Some(input.parse()?);
+                    args.by = Some(value(
+                        &name,
+                        input,
+                        "`by = EXPR`, such as `by = batch.len()`",
+                    )?);
                 }
                 "outcome" => {
                     duplicate(args.outcome.is_some())?;
@@ -88,6 +105,14 @@ impl Parse for Args {
                     no_value(&name, input)?;
                     args.panics = Some(name);
                 }
+                "crate" => {
+                    duplicate(args.krate.is_some())?;
+                    args.krate = Some(value(
+                        &name,
+                        input,
+                        "`crate = PATH`, such as `crate = my_facade::titus_count`",
+                    )?);
+                }
                 _ => {
                     return Err(syn::Error::new_spanned(
                         &name,
@@ -98,6 +123,16 @@ impl Parse for Args {
         }
         Ok(args)
     }
+}
+
+/// The value of `name = VALUE`; `form` describes it in the error when the
+/// `=` is missing.
+fn value<T: Parse>(name: &Ident, input: ParseStream<'_>, form: &str) -> syn::Result<T> {
+    if !input.peek(Token![=]) {
+        return Err(syn::Error::new_spanned(name, format!("expected {form}")));
+    }
+    input.parse::<Token![=]>()?;
+    input.parse()
 }
 
 /// A flag such as `outcome` takes no value: `outcome = true` is refused at
@@ -158,6 +193,13 @@ mod tests {
         assert!(args.by.is_some() && args.outcome.is_some() && args.panics.is_some());
         let args = parse(r#""emit","#).unwrap();
         assert!(args.by.is_none() && args.outcome.is_none() && args.panics.is_none());
+        let args = parse(r#""emit", crate = ::facade::titus_count"#).unwrap();
+        assert_eq!(
+            args.private().to_string(),
+            ":: facade :: titus_count :: __private"
+        );
+        let args = parse(r#""emit""#).unwrap();
+        assert_eq!(args.private().to_string(), ":: titus_count :: __private");
     }
 
     #[test]
@@ -179,6 +221,11 @@ mod tests {
             (r#""emit", outcome = true"#, "`outcome` takes no value"),
             (r#""emit", panics = false"#, "`panics` takes no value"),
             (r#""emit", panics, panics"#, "duplicate argument `panics`"),
+            (r#""emit", crate"#, "expected `crate = PATH`"),
+            (
+                r#""emit", crate = a, crate = b"#,
+                "duplicate argument `crate`",
+            ),
             (r#""emit" "other""#, "expected `,`"),
         ] {
             let err = parse(tokens).err().map(|e| e.to_string());

@@ -96,14 +96,18 @@ fn try_expand(args: &Args, item: TokenStream) -> syn::Result<TokenStream> {
         .partition(|a| matches!(a.style, AttrStyle::Inner(_)));
 
     let stage = &args.stage;
+    let private = args.private();
     let entry = match &args.by {
         // Spanned at the user's expression, so a wrong type is reported there.
         // `count!` takes the amount as it is, so a literal (`by = 2`) is
         // checked and typed like one given to `count!` itself.
-        Some(by) => quote_spanned! {by.span()=>
-            ::titus_count::__private::count!(#stage, #by);
-        },
-        None => quote! { ::titus_count::__private::count!(#stage); },
+        Some(by) => {
+            let private = args.private_at(by.span());
+            quote_spanned! {by.span()=>
+                #private::count!(#stage, #by);
+            }
+        }
+        None => quote! { #private::count!(#stage); },
     };
 
     let return_type = match &sig.output {
@@ -145,22 +149,30 @@ enum Body<'a> {
 /// The statements with the `panics` guard and the `outcome` count added.
 fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
     let stage = &args.stage;
+    let private = args.private();
     let derived = |suffix: &str| LitStr::new(&format!("{}.{suffix}", stage.value()), stage.span());
     // Mixed-site names: the user's statements can neither see nor shadow them.
     let guard = Ident::new("__titus_count_on_panic", Span::mixed_site());
 
     let inner = match &args.outcome {
-        Some(outcome) => count_outcome(stmts, &body, outcome.span(), derived("ok"), derived("err")),
+        Some(outcome) => count_outcome(
+            &private,
+            stmts,
+            &body,
+            outcome.span(),
+            derived("ok"),
+            derived("err"),
+        ),
         None => quote! { #(#stmts)* },
     };
     let Some(_) = &args.panics else {
         return inner;
     };
     let panic_stage = derived("panic");
-    let on_panic = quote! { || { ::titus_count::__private::count!(#panic_stage); } };
+    let on_panic = quote! { || { #private::count!(#panic_stage); } };
     match body {
         Body::Sync(_) => quote! {
-            let #guard = ::titus_count::__private::OnPanic::new(#on_panic);
+            let #guard = #private::OnPanic::new(#on_panic);
             #inner
         },
         // A guard held across an `.await` would also fire if the future were
@@ -168,16 +180,16 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         Body::AsyncFn(ty) => {
             let future = match ty.map(infer_impl_trait) {
                 Some(ty) => quote! {
-                    ::titus_count::__private::output_of::<#ty, _>(async move { #inner })
+                    #private::output_of::<#ty, _>(async move { #inner })
                 },
                 None => quote! { async move { #inner } },
             };
-            quote! { ::titus_count::__private::watch_panics(#future, #on_panic).await }
+            quote! { #private::watch_panics(#future, #on_panic).await }
         }
         Body::AsyncBlock(is_move) => {
             let capture = is_move.then(|| quote!(move));
             quote! {
-                ::titus_count::__private::watch_panics(async #capture { #inner }, #on_panic).await
+                #private::watch_panics(async #capture { #inner }, #on_panic).await
             }
         }
     }
@@ -185,6 +197,7 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
 
 /// The statements run for their result, counted as `STAGE.ok` or `STAGE.err`.
 fn count_outcome(
+    private: &TokenStream,
     stmts: &[Stmt],
     body: &Body<'_>,
     outcome_span: Span,
@@ -205,12 +218,12 @@ fn count_outcome(
             // Called through an `FnOnce` bound, so the body may move out of
             // its captures (returning `self`, say) as the function could.
             quote! {
-                let #result = ::titus_count::__private::call_once(move || #annotation { #(#stmts)* });
+                let #result = #private::call_once(move || #annotation { #(#stmts)* });
             }
         }
         Body::AsyncFn(ty) => match ty.map(infer_impl_trait) {
             Some(ty) => quote! {
-                let #result = ::titus_count::__private::output_of::<#ty, _>(async move { #(#stmts)* }).await;
+                let #result = #private::output_of::<#ty, _>(async move { #(#stmts)* }).await;
             },
             None => quote! { let #result = async move { #(#stmts)* }.await; },
         },
@@ -228,16 +241,20 @@ fn count_outcome(
     let is_ok = match body {
         Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => {
             let ty = infer_impl_trait(ty);
-            quote_spanned! {outcome_span=> ::titus_count::__private::is_ok::<#ty>(&#located) }
+            let private = respan(private, outcome_span);
+            quote_spanned! {outcome_span=> #private::is_ok::<#ty>(&#located) }
         }
-        _ => quote_spanned! {outcome_span=> ::titus_count::__private::Outcome::is_ok(&#located) },
+        _ => {
+            let private = respan(private, outcome_span);
+            quote_spanned! {outcome_span=> #private::Outcome::is_ok(&#located) }
+        }
     };
     quote! {
         #run
         if #is_ok {
-            ::titus_count::__private::count!(#ok);
+            #private::count!(#ok);
         } else {
-            ::titus_count::__private::count!(#err);
+            #private::count!(#err);
         }
         #result
     }
@@ -387,6 +404,25 @@ fn tail_async_block(stmts: &mut [Stmt]) -> Option<&mut ExprAsync> {
         }
         _ => None,
     }
+}
+
+/// The tokens with every span set to `span`, so an error in the code they
+/// start is reported there.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(g) = &tree {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(&g.stream(), span));
+                group.set_span(span);
+                tree = group.into();
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 /// Whether the tokens are an item that the compiler would accept where the

@@ -1,0 +1,6 @@
+#[titus_count::counted("orders", crate)]
+fn handle() {}
+
+fn main() {
+    handle();
+}
