@@ -161,3 +161,52 @@ fn a_sharded_namespace_needs_only_its_shard_key_pattern() {
     );
     assert!(stdout.contains("\"acl.in\":40"), "{stdout}");
 }
+
+/// Users set up before the rules had `+time` keep working: the writer's
+/// record keeps the process's own clock, and readers use this machine's.
+#[test]
+fn users_without_time_still_work() {
+    if is_child("users_without_time_still_work") {
+        let _guard = titus_count::init();
+        titus_count::count!("acl.in", 5);
+        titus_count::flush().expect("a writer without +time delivers");
+        return;
+    }
+    let without_time = |rule: &str| rule.replace(" +time", "");
+    let redis = RedisServer::start();
+    let mut admin = redis.connection();
+    acl_setuser(&mut admin, "titus-writer", &without_time(WRITER_RULE));
+    acl_setuser(&mut admin, "titus-reader", &without_time(READER_RULE));
+    let url = |user: &str, password: &str| {
+        format!("redis://{user}:{password}@127.0.0.1:{}", redis.port())
+    };
+    run_child_ok(
+        "users_without_time_still_work",
+        &[
+            (
+                "TITUS_COUNT_REDIS_URL",
+                &url("titus-writer", "writer-s3cret"),
+            ),
+            ("TITUS_COUNT_NAMESPACE", "acl"),
+        ],
+    );
+    let config = titus_count::Config::default()
+        .redis_url(url("titus-reader", "reader-s3cret"))
+        .namespace("acl");
+    let mut reader = titus_count::Reader::connect(&config).unwrap();
+    for _ in 0..2 {
+        let snapshot = reader.snapshot().unwrap();
+        assert_eq!(snapshot.totals["acl.in"], 5);
+        let [me] = snapshot.instances.as_slice() else {
+            panic!("{snapshot:?}")
+        };
+        assert!(me.exited && !me.stale, "{me:?}");
+    }
+    let out = support::titus_count_ok(
+        &url("titus-reader", "reader-s3cret"),
+        "acl",
+        &["instances"],
+        &[],
+    );
+    assert!(out.contains("exited"), "{out}");
+}

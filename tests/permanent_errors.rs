@@ -125,6 +125,38 @@ fn an_instances_key_of_the_wrong_type() {
     assert!(log.contains("titus:{titus}:instances"), "{log}");
 }
 
+/// After many refusals the back-off between tries is seconds long; once the
+/// operator has fixed the cause, a caller waiting on a flush does not wait
+/// that out: its wait brings the next try forward to the interval.
+#[test]
+fn a_fix_is_picked_up_by_a_waiting_flush_despite_a_long_back_off() {
+    let test = "a_fix_is_picked_up_by_a_waiting_flush_despite_a_long_back_off";
+    if is_child(test) {
+        let redis = RedisServer::start();
+        let mut con = redis.connection();
+        let _: () = redis::cmd("SET")
+            .arg("titus:{titus}:totals")
+            .arg("written by another program")
+            .query(&mut con)
+            .unwrap();
+        let _guard = init(redis.url());
+        titus_count::count!("wrongtype.fixed", 4);
+        // After 7 refusals in a row the next try is 3.2 s to 6.4 s away.
+        wait_until("7 refusals in a row", Duration::from_secs(60), || {
+            titus_count::health().unwrap().consecutive_failures >= 7
+        });
+        let _: () = redis::cmd("DEL")
+            .arg("titus:{titus}:totals")
+            .query(&mut con)
+            .unwrap();
+        titus_count::flush_timeout(Duration::from_secs(2))
+            .expect("the waiting flush tries again within an interval");
+        assert_eq!(redis.totals("titus")["wrongtype.fixed"], 4);
+        return;
+    }
+    run_child_ok(test, &[]);
+}
+
 #[test]
 fn a_script_refused_by_acl() {
     if is_child("a_script_refused_by_acl") {

@@ -156,7 +156,7 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
 
     let inner = match &args.outcome {
         Some(outcome) => count_outcome(
-            &private,
+            args,
             stmts,
             &body,
             outcome.span(),
@@ -178,7 +178,7 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
         // A guard held across an `.await` would also fire if the future were
         // dropped during somebody else's panic: watch each poll instead.
         Body::AsyncFn(ty) => {
-            let future = match ty.map(infer_impl_trait) {
+            let future = match ty.and_then(annotation_type) {
                 Some(ty) => quote! {
                     #private::output_of::<#ty, _>(async move { #inner })
                 },
@@ -197,13 +197,14 @@ fn instrument(args: &Args, stmts: &[Stmt], body: Body<'_>) -> TokenStream {
 
 /// The statements run for their result, counted as `STAGE.ok` or `STAGE.err`.
 fn count_outcome(
-    private: &TokenStream,
+    args: &Args,
     stmts: &[Stmt],
     body: &Body<'_>,
     outcome_span: Span,
     ok: LitStr,
     err: LitStr,
 ) -> TokenStream {
+    let private = args.private();
     let result = Ident::new("__titus_count_result", Span::mixed_site());
     let outcome_span = match body {
         Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => ty.span(),
@@ -211,17 +212,14 @@ fn count_outcome(
     };
     let run = match body {
         Body::Sync(ty) => {
-            let annotation = ty.map(|ty| {
-                let ty = infer_impl_trait(ty);
-                quote!(-> #ty)
-            });
+            let annotation = ty.and_then(annotation_type).map(|ty| quote!(-> #ty));
             // Called through an `FnOnce` bound, so the body may move out of
             // its captures (returning `self`, say) as the function could.
             quote! {
                 let #result = #private::call_once(move || #annotation { #(#stmts)* });
             }
         }
-        Body::AsyncFn(ty) => match ty.map(infer_impl_trait) {
+        Body::AsyncFn(ty) => match ty.and_then(annotation_type) {
             Some(ty) => quote! {
                 let #result = #private::output_of::<#ty, _>(async move { #(#stmts)* }).await;
             },
@@ -238,16 +236,14 @@ fn count_outcome(
         "__titus_count_result",
         Span::mixed_site().located_at(outcome_span),
     );
-    let is_ok = match body {
-        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => {
-            let ty = infer_impl_trait(ty);
-            let private = respan(private, outcome_span);
-            quote_spanned! {outcome_span=> #private::is_ok::<#ty>(&#located) }
-        }
-        _ => {
-            let private = respan(private, outcome_span);
-            quote_spanned! {outcome_span=> #private::Outcome::is_ok(&#located) }
-        }
+    let private_here = args.private_at(outcome_span);
+    let declared = match body {
+        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => annotation_type(ty),
+        _ => None,
+    };
+    let is_ok = match declared {
+        Some(ty) => quote_spanned! {outcome_span=> #private_here::is_ok::<#ty>(&#located) },
+        None => quote_spanned! {outcome_span=> #private_here::Outcome::is_ok(&#located) },
     };
     quote! {
         #run
@@ -329,7 +325,26 @@ fn returns_future(ty: Option<&Type>) -> bool {
 
 /// The type with every `impl Trait` in it replaced by `_`: what a closure's
 /// return type or a turbofish can say of it, keeping the rest (the error
-/// type that `?` and `return` convert into, say) for inference.
+/// type that `?` and `return` convert into, say) for inference. `None` if
+/// an `impl` is left where the walk does not reach (a pointer, a trait
+/// object's bounds): then the type is left for inference whole.
+fn annotation_type(ty: &Type) -> Option<Type> {
+    let ty = infer_impl_trait(ty);
+    (!has_impl_trait(&ty)).then_some(ty)
+}
+
+/// Whether a type still mentions `impl Trait`.
+fn has_impl_trait(ty: &Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(quote!(#ty))
+}
+
 fn infer_impl_trait(ty: &Type) -> Type {
     // Through tokens: syn's `Clone` impls are a feature this crate leaves off.
     let mut ty: Type = syn::parse2(quote!(#ty)).expect("a type parses again");
@@ -404,25 +419,6 @@ fn tail_async_block(stmts: &mut [Stmt]) -> Option<&mut ExprAsync> {
         }
         _ => None,
     }
-}
-
-/// The tokens with every span set to `span`, so an error in the code they
-/// start is reported there.
-fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
-    tokens
-        .clone()
-        .into_iter()
-        .map(|mut tree| {
-            if let proc_macro2::TokenTree::Group(g) = &tree {
-                let mut group = proc_macro2::Group::new(g.delimiter(), respan(&g.stream(), span));
-                group.set_span(span);
-                tree = group.into();
-            } else {
-                tree.set_span(span);
-            }
-            tree
-        })
-        .collect()
 }
 
 /// Whether the tokens are an item that the compiler would accept where the

@@ -500,9 +500,8 @@ impl Config {
         if namespace.is_empty()
             || namespace
                 .chars()
-                // `:` too: shard K of `NS` is `{NS:K}`, which the namespace
-                // `NS:K` would share.
-                .any(|c| matches!(c, '{' | '}' | ':') || c.is_whitespace() || c.is_control())
+                .any(|c| matches!(c, '{' | '}') || c.is_whitespace() || c.is_control())
+            || ends_like_a_shard(&namespace)
         {
             return Err(InitError::InvalidNamespace {
                 setting: self.namespace.source,
@@ -567,6 +566,15 @@ impl Config {
             history_retention: parse_setting(&self.history_retention)?.max(Duration::from_secs(60)),
         })
     }
+}
+
+/// Whether a namespace ends in `:` and digits, as `orders:3`: shard 3 of
+/// the namespace `orders` has the hash tag `{orders:3}`, which it would
+/// share.
+fn ends_like_a_shard(namespace: &str) -> bool {
+    namespace
+        .rsplit_once(':')
+        .is_some_and(|(_, tail)| !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn parse_setting(setting: &Setting<String>) -> Result<Duration, InitError> {
@@ -854,7 +862,10 @@ mod tests {
             .resolve()
             .expect_err("an error")
             .to_string();
-        assert!(err.contains("`:`"), "{err}");
+        assert!(err.contains("`:` and digits"), "{err}");
+        for fine in ["app:orders", "orders:v2", "a:1b", "x:"] {
+            Config::default().namespace(fine).resolve().unwrap();
+        }
 
         let err = Config::default()
             .io_timeout(Duration::MAX)

@@ -21,7 +21,8 @@ pub enum InitError {
         reason: String,
     },
     /// The namespace is empty or holds characters that would break the key
-    /// layout (`{`, `}`, `:`, whitespace, control characters).
+    /// layout (`{`, `}`, whitespace, control characters, or an ending of `:`
+    /// and digits, which a sharded namespace's hash tags use).
     InvalidNamespace {
         /// The setting the namespace came from.
         setting: &'static str,
@@ -76,7 +77,8 @@ impl fmt::Display for InitError {
             InitError::InvalidNamespace { setting, namespace } => write!(
                 f,
                 "invalid {setting} `{namespace}`: a namespace must be non-empty and must not \
-                 contain `{{`, `}}`, `:`, whitespace or control characters"
+                 contain `{{`, `}}`, whitespace or control characters, nor end in `:` and digits \
+                 (`orders:3` is shard 3 of `orders`)"
             ),
             InitError::InvalidDuration {
                 setting,

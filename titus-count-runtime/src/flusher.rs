@@ -458,19 +458,23 @@ impl Flusher {
         reg.collect();
         let has_pending = reg.has_pending();
         drop(reg);
-        let need_seq = match (&self.in_doubt, has_pending || request.at_exit) {
+        // At exit, the last batch's record says the process has exited,
+        // so readers need not wait for it to turn stale: the batch in doubt
+        // (its resend says so), or else a final batch, with no counts if
+        // none are left.
+        let need_seq = match (&self.in_doubt, has_pending) {
             (Some(b), true) => b.seq + 1,
             (Some(b), false) => b.seq,
             (None, true) => self.seq + 1,
+            (None, false) if request.at_exit => self.seq + 1,
             (None, false) => self.acked,
         };
         if request.at_exit {
-            // A final batch, with no counts if there are none left, writes
-            // a record that says the process has exited, so readers need
-            // not wait for it to turn stale. With nothing else to deliver
-            // it is not worth a long wait.
             self.exiting = true;
-            if self.in_doubt.is_none() && !has_pending {
+            // With no counts left to deliver, the record alone is not
+            // worth a long wait.
+            let no_counts = self.in_doubt.as_ref().is_none_or(|b| b.deltas.is_empty());
+            if no_counts && !has_pending {
                 let now = Instant::now();
                 request.deadline = request
                     .deadline
@@ -481,8 +485,16 @@ impl Flusher {
             let _ = request.reply.send(Ok(()));
         } else {
             self.waiters.push(Waiter { need_seq, request });
-            if self.in_doubt.is_some() && !self.failed_permanently {
-                self.retry_at = self.retry_at.min(self.failed_at + WAITING_RETRY);
+            // A waiting caller brings the next try forward: to a second
+            // after a transient failure, to an interval after one that
+            // needs an operator (who may have fixed it meanwhile).
+            if self.in_doubt.is_some() {
+                let soonest = if self.failed_permanently {
+                    self.interval
+                } else {
+                    WAITING_RETRY
+                };
+                self.retry_at = self.retry_at.min(self.failed_at + soonest);
             }
         }
     }
@@ -565,11 +577,14 @@ impl Flusher {
                     self.failures += 1;
                     // An error that needs an operator is retried at the
                     // interval, never faster; a transient one backs off.
+                    // While a caller waits, tries are at most a second apart
+                    // (an interval for an error that needs an operator).
                     let mut wait = backoff(self.failures);
+                    if !self.waiters.is_empty() {
+                        wait = wait.min(WAITING_RETRY);
+                    }
                     if permanent {
                         wait = wait.max(self.interval);
-                    } else if !self.waiters.is_empty() {
-                        wait = wait.min(WAITING_RETRY);
                     }
                     self.failed_at = Instant::now();
                     self.failed_permanently = permanent;
@@ -612,7 +627,11 @@ impl Flusher {
     /// refuses the batch, the record says what is true then: complete up to
     /// the last batch applied, and more pending.
     fn instance_records(&self, batch: &Batch) -> Records {
-        let pending = registry().has_pending();
+        let pending = {
+            let mut reg = registry();
+            reg.collect();
+            reg.has_pending()
+        };
         // Quiet: the batch carries no counts and none wait behind it.
         let quiet = batch.deltas.is_empty() && !pending;
         let record = |complete_ms: u64, seq: u64, pending: bool, quiet: bool, exited: bool| {

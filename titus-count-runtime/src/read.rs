@@ -163,6 +163,9 @@ pub struct Reader {
     /// One per shard; each instance writes to one of them.
     shards: Vec<Keys>,
     con: Conn,
+    /// False once Redis refused `TIME` (an ACL without `+time`): liveness
+    /// is then judged by this machine's clock.
+    server_clock: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -189,6 +192,7 @@ impl Reader {
             shards: Keys::shards(&config.namespace, config.shards),
             config,
             con,
+            server_clock: true,
         })
     }
 
@@ -208,7 +212,15 @@ impl Reader {
         &mut self,
         commands: Vec<redis::Cmd>,
     ) -> Result<T, ReadError> {
-        let result = match &mut self.con {
+        self.pipeline_raw(commands).map_err(|e| self.error(e))
+    }
+
+    /// [`pipeline`](Self::pipeline), with the client's error.
+    fn pipeline_raw<T: redis::FromRedisValue>(
+        &mut self,
+        commands: Vec<redis::Cmd>,
+    ) -> redis::RedisResult<T> {
+        match &mut self.con {
             Conn::Single(con) => {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
@@ -224,38 +236,65 @@ impl Reader {
                 }
                 pipe.query(con)
             }
-        };
-        result.map_err(|e| self.error(e))
+        }
     }
 
     /// The hashes `commands` read, and Redis's clock: in one round trip on
     /// one server, in two on a cluster (whose pipelines take no `TIME`).
+    /// If Redis refuses `TIME` (an ACL without `+time`), this machine's
+    /// clock stands in for it.
     /// Liveness is judged by Redis's clock, which also stamps every
     /// record's last flush, so neither the writers' nor this machine's
     /// clock can make a live process look stale.
     fn hashes_and_time(
         &mut self,
-        mut commands: Vec<redis::Cmd>,
+        commands: Vec<redis::Cmd>,
     ) -> Result<(Vec<RawFields>, SystemTime), ReadError> {
         let parsing = |e: redis::ParsingError| ReadError::Redis(format!("unexpected reply: {e}"));
-        let (replies, time): (Vec<redis::Value>, redis::Value) = match &mut self.con {
-            Conn::Single(_) => {
-                commands.push(redis::cmd("TIME"));
-                let mut replies: Vec<redis::Value> = self.pipeline(commands)?;
-                let time = replies.pop().expect("a reply to TIME");
-                (replies, time)
-            }
-            Conn::Cluster(_) => {
-                let replies = self.pipeline(commands)?;
-                let Conn::Cluster(con) = &mut self.con else {
-                    unreachable!("matched above")
-                };
-                let time = redis::cmd("TIME").query(con).map_err(|e| self.error(e))?;
-                (replies, time)
-            }
+        // A refused `TIME` aborts the whole transaction: then read again
+        // without it.
+        let refused = |e: &redis::RedisError| {
+            matches!(
+                e.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::NoPerm | redis::ServerErrorKind::ExecAbort
+                )
+            )
         };
-        let (secs, micros): (u64, u64) = redis::from_redis_value(time).map_err(parsing)?;
-        let now = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+        let mut replies = None;
+        let mut time = None;
+        if self.server_clock {
+            match &mut self.con {
+                Conn::Single(_) => {
+                    let mut with_time = commands.clone();
+                    with_time.push(redis::cmd("TIME"));
+                    match self.pipeline_raw::<Vec<redis::Value>>(with_time) {
+                        Ok(mut all) => {
+                            time = all.pop();
+                            replies = Some(all);
+                        }
+                        Err(e) if refused(&e) => self.server_clock = false,
+                        Err(e) => return Err(self.error(e)),
+                    }
+                }
+                Conn::Cluster(con) => match redis::cmd("TIME").query(con) {
+                    Ok(t) => time = Some(t),
+                    Err(e) if refused(&e) => self.server_clock = false,
+                    Err(e) => return Err(self.error(e)),
+                },
+            }
+        }
+        let replies: Vec<redis::Value> = match replies {
+            Some(replies) => replies,
+            None => self.pipeline(commands)?,
+        };
+        let now = match time {
+            Some(time) => {
+                let (secs, micros): (u64, u64) = redis::from_redis_value(time).map_err(parsing)?;
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)
+            }
+            None => SystemTime::now(),
+        };
         let hashes = replies
             .into_iter()
             .map(|v| redis::from_redis_value(v).map_err(parsing))
@@ -663,7 +702,11 @@ fn parse_instance(id: String, json: &str, now: SystemTime) -> Result<Instance, R
         interval,
         seq: number("seq")?,
         pending: flag("pending"),
-        quiet: flag("quiet"),
+        // Records of writers from before `quiet` existed: quiet when
+        // nothing was pending, as `settled` read them then.
+        quiet: fields
+            .get("quiet")
+            .map_or(!flag("pending"), |v| v == "true"),
         exited,
         stale,
         id,
@@ -786,6 +829,10 @@ mod tests {
         );
         let later = now + Duration::from_secs(1 + 6 + 30 + 5 + 1);
         assert!(parse_instance("abc".into(), json, later).unwrap().stale);
+        // A record from before `quiet` existed: quiet when not pending.
+        assert!(i.quiet);
+        let busy = json.replace("\"pending\":false", "\"pending\":true");
+        assert!(!parse_instance("abc".into(), &busy, now).unwrap().quiet);
         // A process that said it exited is never stale.
         let exited = json.replace(
             "\"pending\":false",

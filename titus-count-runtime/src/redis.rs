@@ -82,10 +82,13 @@ if it ~= 'hash' and it ~= 'none' then
 end
 -- The record's last flush is stamped by Redis's clock, which readers also
 -- read: a writer's or reader's wrong clock cannot make a live process
--- look stale.
-local now = redis.call('TIME')
-local now_ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+-- look stale. (A user whose ACL refuses TIME keeps the writer's stamp.)
+local now = redis.pcall('TIME')
 local function stamped(record)
+  if now.err then
+    return record
+  end
+  local now_ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
   return (string.gsub(record, '"last_flush_ms":%d+', '"last_flush_ms":' .. now_ms, 1))
 end
 local function refuse(message)

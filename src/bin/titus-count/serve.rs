@@ -200,7 +200,11 @@ fn refuse(stream: TcpStream) {
         // could lose the 503 with it.
         let _ = stream.shutdown(Shutdown::Write);
         let mut sink = [0u8; 8192];
-        while let Ok(1..) = (&stream).read(&mut sink) {}
+        for _ in 0..8 {
+            if !matches!((&stream).read(&mut sink), Ok(1..)) {
+                break;
+            }
+        }
     }
 }
 
