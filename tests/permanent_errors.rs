@@ -7,10 +7,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use redis::Commands;
 use support::{RedisServer, is_child, run_child_ok, wait_until};
 use titus_count::Config;
 
 const INTERVAL: Duration = Duration::from_millis(50);
+
+/// Writes a string where titus-count keeps a hash, as another program might.
+fn spoil(con: &mut redis::Connection, key: &str) {
+    let _: () = con.set(key, "written by another program").unwrap();
+}
 
 fn init(url: String) -> titus_count::FlushGuard {
     support::log_to_stderr();
@@ -57,20 +63,13 @@ fn a_totals_key_of_the_wrong_type() {
     if is_child("a_totals_key_of_the_wrong_type") {
         let redis = RedisServer::start();
         let mut con = redis.connection();
-        let _: () = redis::cmd("SET")
-            .arg("titus:{titus}:totals")
-            .arg("written by another program")
-            .query(&mut con)
-            .unwrap();
+        spoil(&mut con, "titus:{titus}:totals");
         let _guard = init(redis.url());
         titus_count::count!("wrongtype.messages", 7);
         assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
         assert_retries_without_spinning("WRONGTYPE");
         assert_eq!(titus_count::health().unwrap().pending_counts, 7);
-        let _: () = redis::cmd("DEL")
-            .arg("titus:{titus}:totals")
-            .query(&mut con)
-            .unwrap();
+        let _: () = con.del("titus:{titus}:totals").unwrap();
         titus_count::flush().expect("flush once the key is fixed");
         assert_eq!(redis.totals("titus")["wrongtype.messages"], 7);
         return;
@@ -92,11 +91,7 @@ fn an_instances_key_of_the_wrong_type() {
     if is_child("an_instances_key_of_the_wrong_type") {
         let redis = RedisServer::start();
         let mut con = redis.connection();
-        let _: () = redis::cmd("SET")
-            .arg("titus:{titus}:instances")
-            .arg("written by another program")
-            .query(&mut con)
-            .unwrap();
+        spoil(&mut con, "titus:{titus}:instances");
         let _guard = init(redis.url());
         titus_count::count!("wrongtype.instances", 5);
         assert!(titus_count::flush_timeout(Duration::from_millis(300)).is_err());
@@ -112,10 +107,7 @@ fn an_instances_key_of_the_wrong_type() {
             .query(&mut con)
             .unwrap();
         assert!(marks.is_empty(), "{marks:?}");
-        let _: () = redis::cmd("DEL")
-            .arg("titus:{titus}:instances")
-            .query(&mut con)
-            .unwrap();
+        let _: () = con.del("titus:{titus}:instances").unwrap();
         titus_count::flush().expect("flush once the key is fixed");
         assert_eq!(redis.totals("titus")["wrongtype.instances"], 5);
         return;
@@ -134,21 +126,14 @@ fn a_fix_is_picked_up_by_a_waiting_flush_despite_a_long_back_off() {
     if is_child(test) {
         let redis = RedisServer::start();
         let mut con = redis.connection();
-        let _: () = redis::cmd("SET")
-            .arg("titus:{titus}:totals")
-            .arg("written by another program")
-            .query(&mut con)
-            .unwrap();
+        spoil(&mut con, "titus:{titus}:totals");
         let _guard = init(redis.url());
         titus_count::count!("wrongtype.fixed", 4);
         // After 7 refusals in a row the next try is 3.2 s to 6.4 s away.
         wait_until("7 refusals in a row", Duration::from_secs(60), || {
             titus_count::health().unwrap().consecutive_failures >= 7
         });
-        let _: () = redis::cmd("DEL")
-            .arg("titus:{titus}:totals")
-            .query(&mut con)
-            .unwrap();
+        let _: () = con.del("titus:{titus}:totals").unwrap();
         titus_count::flush_timeout(Duration::from_secs(2))
             .expect("the waiting flush tries again within an interval");
         assert_eq!(redis.totals("titus")["wrongtype.fixed"], 4);
