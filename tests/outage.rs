@@ -75,16 +75,21 @@ fn wait_for_recovery(deadline: Duration) {
     }
 }
 
+/// Starts the flusher towards `port`, where no Redis listens yet.
+fn init_without_redis(port: u16) -> titus_count::FlushGuard {
+    Config::default()
+        .redis_url(format!("redis://127.0.0.1:{port}"))
+        .interval(Duration::from_millis(20))
+        .io_timeout(Duration::from_millis(200))
+        .init()
+        .expect("init does not need Redis")
+}
+
 #[test]
 fn redis_down_at_start_up() {
     if is_child("redis_down_at_start_up") {
         let port = closed_port();
-        let _guard = Config::default()
-            .redis_url(format!("redis://127.0.0.1:{port}"))
-            .interval(Duration::from_millis(20))
-            .io_timeout(Duration::from_millis(200))
-            .init()
-            .expect("init does not need Redis");
+        let _guard = init_without_redis(port);
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(|| {
@@ -124,12 +129,7 @@ fn redis_down_at_start_up() {
 fn a_waiting_flush_is_not_held_to_a_long_back_off() {
     if is_child("a_waiting_flush_is_not_held_to_a_long_back_off") {
         let port = closed_port();
-        let _guard = Config::default()
-            .redis_url(format!("redis://127.0.0.1:{port}"))
-            .interval(Duration::from_millis(20))
-            .io_timeout(Duration::from_millis(200))
-            .init()
-            .expect("init does not need Redis");
+        let _guard = init_without_redis(port);
         titus_count::count!("outage.waited", 9);
         // After 7 failures in a row the next try is 3.2 s to 6.4 s away.
         wait_for_failures(7);

@@ -210,16 +210,21 @@ fn count_outcome(
         Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => ty.span(),
         _ => outcome_span,
     };
+    // The declared return type as the annotations can name it, if they can.
+    let declared = match body {
+        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => annotation_type(ty),
+        _ => None,
+    };
     let run = match body {
-        Body::Sync(ty) => {
-            let annotation = ty.and_then(annotation_type).map(|ty| quote!(-> #ty));
+        Body::Sync(_) => {
+            let annotation = declared.as_ref().map(|ty| quote!(-> #ty));
             // Called through an `FnOnce` bound, so the body may move out of
             // its captures (returning `self`, say) as the function could.
             quote! {
                 let #result = #private::call_once(move || #annotation { #(#stmts)* });
             }
         }
-        Body::AsyncFn(ty) => match ty.and_then(annotation_type) {
+        Body::AsyncFn(_) => match &declared {
             Some(ty) => quote! {
                 let #result = #private::output_of::<#ty, _>(async move { #(#stmts)* }).await;
             },
@@ -237,10 +242,6 @@ fn count_outcome(
         Span::mixed_site().located_at(outcome_span),
     );
     let private_here = args.private_at(outcome_span);
-    let declared = match body {
-        Body::Sync(Some(ty)) | Body::AsyncFn(Some(ty)) => annotation_type(ty),
-        _ => None,
-    };
     let is_ok = match declared {
         Some(ty) => quote_spanned! {outcome_span=> #private_here::is_ok::<#ty>(&#located) },
         None => quote_spanned! {outcome_span=> #private_here::Outcome::is_ok(&#located) },

@@ -473,12 +473,9 @@ impl Flusher {
             self.exiting = true;
             // With no counts left to deliver, the record alone is not
             // worth a long wait.
-            let no_counts = self.in_doubt.as_ref().is_none_or(|b| b.deltas.is_empty());
-            if no_counts && !has_pending {
-                let now = Instant::now();
-                request.deadline = request
-                    .deadline
-                    .min(now.checked_add(self.io_timeout).unwrap_or(now));
+            if !self.counts_in_doubt() && !has_pending {
+                // `io_timeout` is at most an hour: the sum cannot overflow.
+                request.deadline = request.deadline.min(Instant::now() + self.io_timeout);
             }
         }
         if need_seq <= self.acked {
@@ -701,6 +698,11 @@ impl Flusher {
         }
     }
 
+    /// Whether a batch in doubt holds counts (not only a record to write).
+    fn counts_in_doubt(&self) -> bool {
+        self.in_doubt.as_ref().is_some_and(|b| !b.deltas.is_empty())
+    }
+
     /// At exit with Redis still away: write what was not delivered to the log,
     /// so an operator can add it by hand.
     fn report_undelivered(&self) {
@@ -710,8 +712,7 @@ impl Flusher {
             reg.take_pending()
         };
         let instance = instance_id().unwrap_or("?");
-        let in_doubt_empty = self.in_doubt.as_ref().is_none_or(|b| b.deltas.is_empty());
-        if in_doubt_empty && pending.is_empty() {
+        if !self.counts_in_doubt() && pending.is_empty() {
             // Only the final batch, with no counts, did not go out.
             log::warn!(
                 "titus-count: at exit every count was delivered, but not the record saying instance {instance} exited ({}); readers will list it as stale",

@@ -243,6 +243,7 @@ impl Reader {
     /// one server, in two on a cluster (whose pipelines take no `TIME`).
     /// If Redis refuses `TIME` (an ACL without `+time`), this machine's
     /// clock stands in for it.
+    ///
     /// Liveness is judged by Redis's clock, which also stamps every
     /// record's last flush, so neither the writers' nor this machine's
     /// clock can make a live process look stale.
@@ -489,8 +490,8 @@ impl Reader {
 
     /// The per-minute counts of `stages` for the minutes `from..=to`
     /// (minutes since the Unix epoch), oldest first: one round trip for up
-    /// to 4096 minutes times shards, more for longer ranges. Minutes older than the history retention read as
-    /// zero.
+    /// to 4096 minutes times shards, more for longer ranges. Minutes older
+    /// than the history retention read as zero.
     ///
     /// # Errors
     ///
@@ -536,11 +537,10 @@ impl Reader {
         let shards = self.shards.len();
         // Whole minutes per round trip, so a long range or many shards
         // never build one huge request.
-        let per_trip = (HISTORY_COMMANDS_PER_TRIP / shards).max(1) as u64;
+        let per_trip = (HISTORY_COMMANDS_PER_TRIP / shards).max(1);
         let mut rows: Vec<Vec<Option<String>>> = Vec::new();
-        let mut start = from;
-        loop {
-            let end = start.saturating_add(per_trip - 1).min(to);
+        for start in (from..=to).step_by(per_trip) {
+            let end = start.saturating_add(per_trip as u64 - 1).min(to);
             let commands = (start..=end)
                 .flat_map(|minute| {
                     self.shards.iter().map(move |keys| {
@@ -553,10 +553,6 @@ impl Reader {
                 .collect();
             let trip: Vec<Vec<Option<String>>> = self.pipeline(commands)?;
             rows.extend(trip);
-            if end == to {
-                break;
-            }
-            start = end + 1;
         }
         (from..=to)
             .zip(rows.chunks(shards))

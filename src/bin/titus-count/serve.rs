@@ -59,22 +59,16 @@ pub fn exposition(snapshot: &Snapshot) -> String {
         "# HELP titus_count_instances Processes flushing to the namespace: live, stale or exited, and records that could not be read.\n",
     );
     out.push_str("# TYPE titus_count_instances gauge\n");
-    out.push_str(&format!(
-        "titus_count_instances{{namespace=\"{ns}\",state=\"live\"}} {}\n",
-        c.live
-    ));
-    out.push_str(&format!(
-        "titus_count_instances{{namespace=\"{ns}\",state=\"stale\"}} {}\n",
-        c.stale
-    ));
-    out.push_str(&format!(
-        "titus_count_instances{{namespace=\"{ns}\",state=\"exited\"}} {}\n",
-        c.exited
-    ));
-    out.push_str(&format!(
-        "titus_count_instances{{namespace=\"{ns}\",state=\"unreadable\"}} {}\n",
-        c.unreadable
-    ));
+    for (state, n) in [
+        ("live", c.live),
+        ("stale", c.stale),
+        ("exited", c.exited),
+        ("unreadable", c.unreadable),
+    ] {
+        out.push_str(&format!(
+            "titus_count_instances{{namespace=\"{ns}\",state=\"{state}\"}} {n}\n"
+        ));
+    }
     out
 }
 
